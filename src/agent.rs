@@ -1,0 +1,138 @@
+//! The agent: wires config, redactor, secrets, dispatcher and session together
+//! and runs until a signal stops it.
+//!
+//! Shutdown: the first SIGTERM or SIGINT stops new runs and lets active ones
+//! finish for up to the drain timeout, then cancels them; a second signal
+//! cancels them at once. The outbox gets a short time to flush before exit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::control::{Identity, Outbox, Session, StatusFn};
+use crate::dispatch::Dispatcher;
+use crate::redact::Redactor;
+use crate::secrets::Resolver;
+
+/// Longest wait for active runs after the first signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait for the outbox to be acknowledged before exit.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors that stop the agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot create {path}: {source}")]
+    Directory {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the agent until it is stopped by signals.
+pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentError> {
+    for dir in [&config.state_dir, &config.work_dir] {
+        create_private_dir(dir)?;
+    }
+    let config = Arc::new(config);
+    let resolver = Arc::new(Resolver::from_config(&config.secrets, Arc::clone(&redactor)));
+    let outbox = Arc::new(Outbox::new(Arc::clone(&redactor)));
+    let dispatcher = Arc::new(Dispatcher::new(
+        Arc::clone(&config),
+        resolver,
+        Arc::clone(&redactor),
+        Arc::clone(&outbox),
+    ));
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(256);
+    let status: StatusFn = {
+        let dispatcher = Arc::clone(&dispatcher);
+        Arc::new(move || dispatcher.status())
+    };
+    let identity = Identity {
+        agent_id: config.agent_id.clone(),
+        instance_id: uuid::Uuid::new_v4().to_string(),
+        pipeline_types: config.pipelines.keys().cloned().collect(),
+    };
+    let max_message_bytes = (config.runs.max_config_bytes * 2 + (1 << 20)).max(128 << 20);
+    let session = Session::new(
+        config.control_plane.clone(),
+        identity,
+        Arc::clone(&outbox),
+        Arc::clone(&redactor),
+        status,
+        inbound_tx,
+        max_message_bytes,
+    );
+
+    tracing::info!(
+        agent_id = %config.agent_id,
+        version = crate::VERSION,
+        url = %config.control_plane.url,
+        capacity = config.runs.capacity,
+        provider = Resolver::from_config(&config.secrets, Arc::clone(&redactor)).provider_kind(),
+        "hybrid-runner starting"
+    );
+    let session_stop = CancellationToken::new();
+    let session_task = tokio::spawn(session.run(session_stop.clone()));
+    let dispatch_task = tokio::spawn(Arc::clone(&dispatcher).serve(inbound_rx));
+
+    wait_for_shutdown(&dispatcher).await?;
+
+    flush_outbox(&outbox).await;
+    session_stop.cancel();
+    let _ = session_task.await;
+    dispatch_task.abort();
+    tracing::info!(unsent = outbox.pending(), "hybrid-runner stopped");
+    Ok(())
+}
+
+/// Waits for the first signal, drains, and handles a second signal.
+async fn wait_for_shutdown(dispatcher: &Arc<Dispatcher>) -> Result<(), AgentError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!(active = dispatcher.active(), "shutdown requested: draining; send the signal again to cancel runs now");
+    dispatcher.drain();
+
+    tokio::select! {
+        () = dispatcher.wait_idle() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "drain timeout passed; cancelling active runs");
+            dispatcher.cancel_all("the runner is shutting down");
+        }
+        _ = terminate.recv() => dispatcher.cancel_all("the runner was stopped"),
+        _ = interrupt.recv() => dispatcher.cancel_all("the runner was stopped"),
+    }
+    dispatcher.wait_idle().await;
+    Ok(())
+}
+
+async fn flush_outbox(outbox: &Outbox) {
+    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+    while outbox.pending() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| AgentError::Directory {
+            path: path.to_path_buf(),
+            source,
+        })
+}

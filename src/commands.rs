@@ -1,0 +1,269 @@
+//! The subcommands behind `main`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::redact::Redactor;
+
+/// Exit status for invalid configuration or arguments (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Arguments of `hybrid-runner control-plane`.
+#[derive(Debug, clap::Args)]
+pub struct ControlPlaneArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8585", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// File holding a bearer token that runners must present (repeatable).
+    #[arg(long = "token-file", value_name = "FILE")]
+    pub token_files: Vec<PathBuf>,
+    /// Environment variable holding a runner bearer token.
+    #[arg(long, value_name = "NAME")]
+    pub token_env: Option<String>,
+    /// File holding a token required on the /v1/ HTTP API; the API is open without it.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// PEM certificate for HTTPS and WSS; plain HTTP without it.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Heartbeat interval announced to runners, such as 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+/// Arguments of `hybrid-runner quickstart`.
+#[derive(Debug, clap::Args)]
+pub struct QuickstartArgs {
+    /// Folder with the quickstart files (runs.yaml, secrets.yaml, workflows).
+    #[arg(long, default_value = "examples", value_name = "DIR")]
+    pub examples: PathBuf,
+}
+
+/// `hybrid-runner run`: the agent.
+pub fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
+    crate::logging::init(&config.log.level, config.log.json, Arc::clone(&redactor));
+    install_panic_hook(Arc::clone(&redactor));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::agent::run(config, redactor)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "hybrid-runner failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hybrid-runner check`: validates runner.yaml and what it points to.
+pub fn check(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let (errors, warnings) = check_environment(&config);
+    for warning in &warnings {
+        println!("warning: {warning}");
+    }
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        return ExitCode::from(EXIT_USAGE);
+    }
+    println!(
+        "{} is valid: agent {}, {} pipeline types, secrets from the {} provider, allowed prefixes {}",
+        path.display(),
+        config.agent_id,
+        config.pipelines.len(),
+        match &config.secrets.provider {
+            ProviderConfig::File { .. } => "file",
+            ProviderConfig::Env { .. } => "env",
+        },
+        config.secrets.allowed_prefixes.join(", ")
+    );
+    ExitCode::SUCCESS
+}
+
+/// Checks the files and programs runner.yaml names, without connecting.
+fn check_environment(config: &Config) -> (Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    if let Err(error) = config.control_plane.token.read() {
+        errors.push(error.to_string());
+    }
+    if let Some(ca_file) = &config.control_plane.ca_file
+        && let Err(error) = crate::tls::read_certificates(ca_file)
+    {
+        errors.push(error.to_string());
+    }
+    if let ProviderConfig::File { path } = &config.secrets.provider
+        && !path.is_file()
+    {
+        errors.push(format!(
+            "secrets file {} does not exist; check secrets.provider.path",
+            path.display()
+        ));
+    }
+    for (pipeline, command) in &config.pipelines {
+        if !program_exists(&command.program) {
+            warnings.push(format!(
+                "pipelines.{pipeline}: program {:?} is not on PATH; runs of this type will fail until it is installed",
+                command.program
+            ));
+        }
+    }
+    (errors, warnings)
+}
+
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        eprintln!("error: {error}");
+        match error {
+            ConfigError::Read { .. } => ExitCode::from(EXIT_USAGE),
+            _ => ExitCode::from(EXIT_USAGE),
+        }
+    })
+}
+
+/// `hybrid-runner control-plane`: serves until Ctrl-C or SIGTERM.
+pub fn control_plane(args: ControlPlaneArgs) -> ExitCode {
+    let redactor = Arc::new(Redactor::default());
+    crate::logging::init("info", false, redactor);
+    let options = match control_plane_options(&args) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let handle = match crate::control_plane::start(options).await {
+            Ok(handle) => handle,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("control plane listening on {}", handle.local_addr());
+        wait_for_signal().await;
+        handle.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn control_plane_options(args: &ControlPlaneArgs) -> Result<crate::control_plane::ControlPlaneOptions, String> {
+    let mut runner_tokens = Vec::new();
+    for path in &args.token_files {
+        runner_tokens.push(read_token_file(path)?);
+    }
+    if let Some(name) = &args.token_env {
+        let token = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        runner_tokens.push(token.trim().to_string());
+    }
+    if runner_tokens.is_empty() {
+        return Err("no runner token: pass --token-file FILE or --token-env NAME".into());
+    }
+    let api_token = args.api_token_file.as_deref().map(read_token_file).transpose()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::control_plane::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    Ok(crate::control_plane::ControlPlaneOptions {
+        listen: args.listen,
+        runner_tokens,
+        api_token,
+        tls,
+        heartbeat_interval: args.heartbeat_interval,
+    })
+}
+
+fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read token file {}: {error}", path.display()))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(format!("token file {} is empty", path.display()));
+    }
+    Ok(token)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `hybrid-runner quickstart`.
+pub fn quickstart(args: QuickstartArgs) -> ExitCode {
+    match crate::quickstart::run(&args.examples) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("quickstart failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hybrid-runner demo-connector`.
+pub fn demo_connector(config: &Path) -> ExitCode {
+    match crate::demo::connect(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("demo connector failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Routes panic messages through the redactor before they reach stderr.
+fn install_panic_hook(redactor: Arc<Redactor>) {
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.to_string();
+        eprintln!("{}", redactor.redact(&message));
+    }));
+}

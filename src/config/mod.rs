@@ -1,0 +1,651 @@
+//! The runner's own configuration: `runner.yaml`.
+//!
+//! Loading expands `${VAR}` references in string values, validates every
+//! section and reports all problems together, each with its YAML path.
+//! `docs/configuration.md` documents every key.
+
+mod expand;
+pub mod reader;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+pub use reader::ConfigIssue;
+use reader::{Issues, Section};
+
+/// Largest runner.yaml accepted, in bytes.
+const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
+/// Prefix under which secret references are allowed by default.
+pub const DEFAULT_ALLOWED_PREFIX: &str = "/collate/hybrid-ingestion/";
+
+/// Environment variables passed to workflow processes by default.
+pub const DEFAULT_ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// Default commands of the OpenMetadata pipeline types, as run by the
+/// `metadata` CLI of `openmetadata-ingestion`.
+pub const DEFAULT_PIPELINES: &[(&str, &[&str])] = &[
+    ("metadata", &["metadata", "ingest", "-c", "{config}"]),
+    ("lineage", &["metadata", "ingest", "-c", "{config}"]),
+    ("dbt", &["metadata", "ingest", "-c", "{config}"]),
+    ("usage", &["metadata", "usage", "-c", "{config}"]),
+    ("profiler", &["metadata", "profile", "-c", "{config}"]),
+    ("TestSuite", &["metadata", "test", "-c", "{config}"]),
+    ("autoClassification", &["metadata", "classify", "-c", "{config}"]),
+    ("application", &["metadata", "app", "-c", "{config}"]),
+];
+
+/// Placeholders a command template may contain.
+pub const PLACEHOLDERS: &[&str] = &["{config}", "{run_dir}"];
+
+/// The whole runner configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the file this was loaded from.
+    pub source: PathBuf,
+    pub agent_id: String,
+    pub control_plane: ControlPlaneConfig,
+    pub runs: RunsConfig,
+    /// Command template per pipeline type.
+    pub pipelines: BTreeMap<String, CommandTemplate>,
+    pub exec: ExecConfig,
+    pub secrets: SecretsConfig,
+    pub state_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub log: LogConfig,
+}
+
+/// Where and how the runner connects.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// `wss://` URL of the control plane's runner endpoint.
+    pub url: String,
+    pub token: TokenSource,
+    /// Extra PEM file of CA certificates to trust besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    pub heartbeat_interval: Duration,
+    pub reconnect_initial_delay: Duration,
+    pub reconnect_max_delay: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Where the bearer token is read from; it is never written in runner.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Errors from reading the bearer token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read token file {path}: {source}; check control_plane.token_file")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("environment variable {0} is not set; set it or change control_plane.token_env")]
+    EnvMissing(String),
+    #[error("the token from {0} is empty")]
+    Empty(String),
+}
+
+impl TokenSource {
+    /// Reads the current token. Called at every connect, so a rotated token
+    /// is picked up without a restart.
+    pub fn read(&self) -> Result<String, TokenError> {
+        let (token, origin) = match self {
+            TokenSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| TokenError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                (text, path.display().to_string())
+            }
+            TokenSource::Env(name) => {
+                let text =
+                    std::env::var(name).map_err(|_| TokenError::EnvMissing(name.clone()))?;
+                (text, format!("${name}"))
+            }
+        };
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(TokenError::Empty(origin));
+        }
+        Ok(token)
+    }
+}
+
+/// Limits and defaults of runs.
+#[derive(Debug, Clone)]
+pub struct RunsConfig {
+    /// Maximum number of runs at once.
+    pub capacity: usize,
+    pub default_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a run is stopped.
+    pub cancel_grace: Duration,
+    /// Largest workflow config accepted in a run request, in bytes.
+    pub max_config_bytes: usize,
+    /// Longest log line sent; longer lines are cut and marked.
+    pub max_log_line_bytes: usize,
+}
+
+/// A command line with placeholders, never taken from a run request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTemplate {
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+impl CommandTemplate {
+    /// Substitutes the placeholders.
+    pub fn render(&self, config: &Path, run_dir: &Path) -> (String, Vec<String>) {
+        let substitute = |text: &str| {
+            text.replace("{config}", &config.to_string_lossy())
+                .replace("{run_dir}", &run_dir.to_string_lossy())
+        };
+        (
+            substitute(&self.program),
+            self.args.iter().map(|arg| substitute(arg)).collect(),
+        )
+    }
+}
+
+/// The environment of workflow processes.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Names of the runner's environment variables passed through.
+    pub env_allow: Vec<String>,
+    /// Fixed variables set for every run.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Secret resolution settings.
+#[derive(Debug, Clone)]
+pub struct SecretsConfig {
+    pub provider: ProviderConfig,
+    /// Only references under one of these prefixes are resolved.
+    pub allowed_prefixes: Vec<String>,
+    /// Values shorter than this many bytes are not redacted.
+    pub min_redact_length: usize,
+}
+
+/// The secrets store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// A YAML file mapping reference paths to values, for development.
+    File { path: PathBuf },
+    /// Environment variables named after the reference path.
+    Env { prefix: String },
+}
+
+/// Runner log output.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `hybrid_runner=debug`.
+    pub level: String,
+    pub json: bool,
+}
+
+/// Errors from loading runner.yaml.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is larger than {MAX_CONFIG_FILE_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("{path} is not valid YAML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path} has {} problem(s):\n{}", issues.len(), format_issues(issues))]
+    Invalid {
+        path: PathBuf,
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+fn format_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|issue| format!("  - {issue}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Loads and validates a runner.yaml file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        if size > MAX_CONFIG_FILE_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        let base_dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::parse(&text, path, base_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses runner.yaml text; `env` looks up `${VAR}` references.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: Value = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
+            path: source.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        let mut issues = Issues::default();
+        expand::expand_env(&mut value, "", env, &mut issues);
+
+        let config = read_config(&value, source, base_dir, &mut issues);
+        match config {
+            Some(config) if issues.0.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid {
+                path: source.to_path_buf(),
+                issues: issues.0,
+            }),
+        }
+    }
+}
+
+fn read_config(value: &Value, source: &Path, base_dir: &Path, issues: &mut Issues) -> Option<Config> {
+    let mut root = Section::new(Some(value), "", base_dir, issues);
+    if !root.is_present() {
+        return None;
+    }
+    let agent_id = root.required_string("agent_id", issues);
+    if let Some(id) = &agent_id {
+        check_agent_id(id, issues);
+    }
+    let control_plane = read_control_plane(root.section("control_plane", issues), issues);
+    let runs = read_runs(root.section("runs", issues), issues);
+    let pipelines = read_pipelines(root.section("pipelines", issues), issues);
+    let exec = read_exec(root.section("exec", issues), issues);
+    let secrets = read_secrets(root.section("secrets", issues), issues);
+    let state_dir = root
+        .path("state_dir", issues)
+        .unwrap_or_else(|| root.resolve("state"));
+    let work_dir = root
+        .path("work_dir", issues)
+        .unwrap_or_else(|| state_dir.join("runs"));
+    let log = read_log(root.section("log", issues), issues);
+    root.finish(issues);
+
+    Some(Config {
+        source: source.to_path_buf(),
+        agent_id: agent_id?,
+        control_plane: control_plane?,
+        runs: runs?,
+        pipelines,
+        exec,
+        secrets: secrets?,
+        state_dir,
+        work_dir,
+        log,
+    })
+}
+
+fn check_agent_id(id: &str, issues: &mut Issues) {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        issues.push(
+            "agent_id",
+            format!("invalid agent id {id:?}; use 1 to 128 letters, digits, '-', '_' or '.'"),
+        );
+    }
+}
+
+fn read_control_plane(mut section: Section, issues: &mut Issues) -> Option<ControlPlaneConfig> {
+    if !section.is_present() {
+        issues.push("control_plane", "missing required section (url and token_file or token_env)");
+        return None;
+    }
+    let url = section.required_string("url", issues);
+    if let Some(url) = &url {
+        check_url(url, &section.path_of("url"), issues);
+    }
+
+    let token_file = section.path("token_file", issues);
+    let token_env = section.string("token_env", issues);
+    let token = match (token_file, token_env) {
+        (Some(path), None) => Some(TokenSource::File(path)),
+        (None, Some(name)) => Some(TokenSource::Env(name)),
+        (Some(_), Some(_)) => {
+            issues.push(
+                &section.path_of("token_file"),
+                "set either token_file or token_env, not both",
+            );
+            None
+        }
+        (None, None) => {
+            issues.push(
+                &section.path_of("token_file"),
+                "missing token: set token_file (a file holding the bearer token) or token_env (a variable name)",
+            );
+            None
+        }
+    };
+
+    let mut tls = section.section("tls", issues);
+    let ca_file = tls.path("ca_file", issues);
+    tls.finish(issues);
+
+    let heartbeat_interval = section
+        .duration("heartbeat_interval", issues)
+        .unwrap_or(Duration::from_secs(10));
+    let reconnect_initial_delay = section
+        .duration("reconnect_initial_delay", issues)
+        .unwrap_or(Duration::from_millis(500));
+    let reconnect_max_delay = section
+        .duration("reconnect_max_delay", issues)
+        .unwrap_or(Duration::from_secs(30));
+    let connect_timeout = section
+        .duration("connect_timeout", issues)
+        .unwrap_or(Duration::from_secs(15));
+    if reconnect_max_delay < reconnect_initial_delay {
+        issues.push(
+            &section.path_of("reconnect_max_delay"),
+            "must not be shorter than reconnect_initial_delay",
+        );
+    }
+    section.finish(issues);
+
+    Some(ControlPlaneConfig {
+        url: url?,
+        token: token?,
+        ca_file,
+        heartbeat_interval,
+        reconnect_initial_delay,
+        reconnect_max_delay,
+        connect_timeout,
+    })
+}
+
+/// Accepts `wss://` URLs, and `ws://` only for loopback hosts (development).
+fn check_url(url: &str, path: &str, issues: &mut Issues) {
+    let Ok(uri) = url.parse::<tokio_tungstenite::tungstenite::http::Uri>() else {
+        issues.push(path, format!("invalid URL {url:?}"));
+        return;
+    };
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("wss") if !host.is_empty() => {}
+        Some("ws") if is_loopback(host) => {}
+        Some("ws") => issues.push(
+            path,
+            format!("plain ws:// is allowed only for loopback hosts, not {host:?}; use wss://"),
+        ),
+        _ => issues.push(
+            path,
+            format!("invalid URL {url:?}; expected wss://HOST[:PORT]/PATH"),
+        ),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+fn read_runs(mut section: Section, issues: &mut Issues) -> Option<RunsConfig> {
+    let capacity = section.integer("capacity", 1, 10_000, issues).unwrap_or(4) as usize;
+    let default_timeout = section
+        .duration("default_timeout", issues)
+        .unwrap_or(Duration::from_secs(4 * 3600));
+    let cancel_grace = section
+        .duration("cancel_grace", issues)
+        .unwrap_or(Duration::from_secs(30));
+    let max_config_bytes = section
+        .integer("max_config_bytes", 1024, 256 << 20, issues)
+        .unwrap_or(4 << 20) as usize;
+    let max_log_line_bytes = section
+        .integer("max_log_line_bytes", 256, 16 << 20, issues)
+        .unwrap_or(64 << 10) as usize;
+    section.finish(issues);
+    Some(RunsConfig {
+        capacity,
+        default_timeout,
+        cancel_grace,
+        max_config_bytes,
+        max_log_line_bytes,
+    })
+}
+
+fn read_pipelines(mut section: Section, issues: &mut Issues) -> BTreeMap<String, CommandTemplate> {
+    let mut pipelines: BTreeMap<String, CommandTemplate> = DEFAULT_PIPELINES
+        .iter()
+        .map(|(name, argv)| {
+            let template = CommandTemplate {
+                program: argv[0].to_string(),
+                args: argv[1..].iter().map(|arg| arg.to_string()).collect(),
+            };
+            (name.to_string(), template)
+        })
+        .collect();
+
+    for (name, value) in section.keys() {
+        let path = section.path_of(&name);
+        if name.is_empty() {
+            issues.push(&path, "empty pipeline type name");
+            continue;
+        }
+        match read_command(value, &path, issues) {
+            Some(Some(template)) => {
+                pipelines.insert(name, template);
+            }
+            Some(None) => {
+                pipelines.remove(&name);
+            }
+            None => {}
+        }
+    }
+    section.accept_all_keys();
+    section.finish(issues);
+    pipelines
+}
+
+/// Reads a command as a list of arguments or a string split on whitespace.
+/// `false` disables a default pipeline type (returns `Some(None)`).
+fn read_command(value: &Value, path: &str, issues: &mut Issues) -> Option<Option<CommandTemplate>> {
+    let argv: Vec<String> = match value {
+        Value::Bool(false) => return Some(None),
+        Value::String(text) => text.split_whitespace().map(str::to_string).collect(),
+        Value::Sequence(items) => {
+            let mut argv = Vec::new();
+            for (index, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(text) => argv.push(text.to_string()),
+                    None => {
+                        issues.push(&format!("{path}[{index}]"), "expected a string");
+                        return None;
+                    }
+                }
+            }
+            argv
+        }
+        other => {
+            issues.push(
+                path,
+                format!(
+                    "expected a command (a list of arguments or a string), or false to disable; found {}",
+                    reader::kind_of(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let Some((program, args)) = argv.split_first() else {
+        issues.push(path, "empty command");
+        return None;
+    };
+    for argument in &argv {
+        check_placeholders(argument, path, issues);
+    }
+    Some(Some(CommandTemplate {
+        program: program.clone(),
+        args: args.to_vec(),
+    }))
+}
+
+fn check_placeholders(argument: &str, path: &str, issues: &mut Issues) {
+    let mut rest = argument;
+    while let Some(start) = rest.find('{') {
+        let Some(length) = rest[start..].find('}') else {
+            break;
+        };
+        let placeholder = &rest[start..start + length + 1];
+        if !PLACEHOLDERS.contains(&placeholder) {
+            issues.push(
+                path,
+                format!(
+                    "unknown placeholder {placeholder}; available: {}",
+                    PLACEHOLDERS.join(", ")
+                ),
+            );
+        }
+        rest = &rest[start + length + 1..];
+    }
+}
+
+fn read_exec(mut section: Section, issues: &mut Issues) -> ExecConfig {
+    let env_allow = section
+        .string_list("env_allow", issues)
+        .unwrap_or_else(|| DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect());
+    let env: BTreeMap<String, String> = section
+        .string_map("env", issues)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for name in env.keys() {
+        if name.starts_with("HYBRID_RUNNER_") {
+            issues.push(
+                &section.path_of(name),
+                "names starting with HYBRID_RUNNER_ are set by the runner",
+            );
+        }
+    }
+    section.finish(issues);
+    ExecConfig { env_allow, env }
+}
+
+fn read_secrets(mut section: Section, issues: &mut Issues) -> Option<SecretsConfig> {
+    let prefixes_path = section.path_of("allowed_prefixes");
+    let allowed_prefixes = section
+        .string_list("allowed_prefixes", issues)
+        .unwrap_or_else(|| vec![DEFAULT_ALLOWED_PREFIX.to_string()]);
+    for (index, prefix) in allowed_prefixes.iter().enumerate() {
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains("//") {
+            issues.push(
+                &format!("{prefixes_path}[{index}]"),
+                format!("invalid prefix {prefix:?}; write a path that starts and ends with '/', like {DEFAULT_ALLOWED_PREFIX:?}"),
+            );
+        }
+    }
+    let min_redact_length = section
+        .integer("min_redact_length", 1, 1024, issues)
+        .unwrap_or(crate::redact::DEFAULT_MIN_SECRET_LEN as u64) as usize;
+    let provider = read_provider(section.section("provider", issues), issues);
+    section.finish(issues);
+    Some(SecretsConfig {
+        provider: provider?,
+        allowed_prefixes,
+        min_redact_length,
+    })
+}
+
+fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderConfig> {
+    if !section.is_present() {
+        issues.push(
+            "secrets.provider",
+            "missing required section; set type: file (with path) or type: env",
+        );
+        return None;
+    }
+    let kind = section.required_string("type", issues);
+    let provider = match kind.as_deref() {
+        Some("file") => section
+            .path("path", issues)
+            .map(|path| ProviderConfig::File { path })
+            .or_else(|| {
+                issues.push(&section.path_of("path"), "missing path of the secrets file");
+                None
+            }),
+        Some("env") => Some(ProviderConfig::Env {
+            prefix: section
+                .string("prefix", issues)
+                .unwrap_or_else(|| "HYBRID_RUNNER_SECRET_".to_string()),
+        }),
+        Some(other) => {
+            issues.push(
+                &section.path_of("type"),
+                format!("unknown provider {other:?}; this build supports: file, env"),
+            );
+            None
+        }
+        None => None,
+    };
+    section.finish(issues);
+    provider
+}
+
+fn read_log(mut section: Section, issues: &mut Issues) -> LogConfig {
+    let level = section.string("level", issues).unwrap_or_else(|| "info".into());
+    let format = section.string("format", issues);
+    let json = match format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            issues.push(
+                &section.path_of("format"),
+                format!("unknown format {other:?}; use text or json"),
+            );
+            false
+        }
+    };
+    section.finish(issues);
+    LogConfig { level, json }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+use super::*;
+
+fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    let lookup = move |name: &str| {
+        vars.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    Config::parse(text, Path::new("runner.yaml"), Path::new("/etc/hr"), &lookup)
+}
+
+fn issues_of(result: Result<Config, ConfigError>) -> Vec<String> {
+    match result {
+        Err(ConfigError::Invalid { issues, .. }) => issues.iter().map(ToString::to_string).collect(),
+        other => panic!("expected validation issues, got {other:?}"),
+    }
+}
+
+const MINIMAL: &str = "
+agent_id: runner-1
+control_plane:
+  url: wss://saas.example.com/agent/v1/connect
+  token_file: token
+secrets:
+  provider:
+    type: file
+    path: secrets.yaml
+";
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let config = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(config.agent_id, "runner-1");
+    assert_eq!(config.control_plane.token, TokenSource::File("/etc/hr/token".into()));
+    assert_eq!(config.runs.capacity, 4);
+    assert_eq!(config.secrets.allowed_prefixes, vec![DEFAULT_ALLOWED_PREFIX]);
+    assert_eq!(
+        config.pipelines["metadata"].args,
+        vec!["ingest", "-c", "{config}"]
+    );
+    assert_eq!(config.state_dir, PathBuf::from("/etc/hr/state"));
+    assert_eq!(config.work_dir, PathBuf::from("/etc/hr/state/runs"));
+}
+
+#[test]
+fn all_errors_reported_with_paths() {
+    let text = "
+agent_id: 'bad id!'
+control_plane:
+  url: http://example.com
+  token_file: t
+  token_env: T
+  colour: blue
+runs:
+  capacity: 0
+  cancel_grace: soon
+pipelines:
+  custom: ['run', '{password}']
+secrets:
+  allowed_prefixes: ['nope']
+  provider: {type: vault}
+extra: 1
+";
+    let issues = issues_of(parse(text, &[]));
+    let expected = [
+        "agent_id: invalid agent id",
+        "control_plane.url: invalid URL",
+        "control_plane.token_file: set either token_file or token_env",
+        "control_plane.colour: unknown key",
+        "runs.capacity: expected an integer from 1 to 10000, found 0",
+        "runs.cancel_grace: invalid duration \"soon\"",
+        "pipelines.custom: unknown placeholder {password}",
+        "secrets.allowed_prefixes[0]: invalid prefix \"nope\"",
+        "secrets.provider.type: unknown provider \"vault\"",
+        "extra: unknown key",
+    ];
+    for start in expected {
+        assert!(
+            issues.iter().any(|issue| issue.starts_with(start)),
+            "missing {start:?} in {issues:#?}"
+        );
+    }
+    assert_eq!(issues.len(), expected.len(), "{issues:#?}");
+}
+
+#[test]
+fn env_expansion_and_defaults() {
+    let text = MINIMAL.replace("runner-1", "${AGENT:-fallback}").replace(
+        "wss://saas.example.com",
+        "wss://${HOST}",
+    );
+    let config = parse(&text, &[("HOST", "cp.example.com")]).unwrap();
+    assert_eq!(config.agent_id, "fallback");
+    assert_eq!(config.control_plane.url, "wss://cp.example.com/agent/v1/connect");
+}
+
+#[test]
+fn unset_variable_is_reported() {
+    let text = MINIMAL.replace("token_file: token", "token_file: ${TOKEN_DIR}/token");
+    let issues = issues_of(parse(&text, &[]));
+    assert_eq!(
+        issues,
+        vec!["control_plane.token_file: environment variable TOKEN_DIR is not set; set it or write ${TOKEN_DIR:-default}"]
+    );
+}
+
+#[test]
+fn literal_dollar_brace_is_kept() {
+    let text = MINIMAL.replace("runner-1", "runner-1").replace(
+        "path: secrets.yaml",
+        "path: 'a$${b}.yaml'",
+    );
+    let config = parse(&text, &[]).unwrap();
+    assert_eq!(
+        config.secrets.provider,
+        ProviderConfig::File { path: "/etc/hr/a${b}.yaml".into() }
+    );
+}
+
+#[test]
+fn plain_ws_only_on_loopback() {
+    let local = MINIMAL.replace("wss://saas.example.com", "ws://127.0.0.1:9000");
+    assert!(parse(&local, &[]).is_ok());
+    let remote = MINIMAL.replace("wss://saas.example.com", "ws://saas.example.com");
+    let issues = issues_of(parse(&remote, &[]));
+    assert!(issues[0].contains("use wss://"), "{issues:?}");
+}
+
+#[test]
+fn pipeline_override_and_disable() {
+    let text = format!(
+        "{MINIMAL}pipelines:\n  metadata: /opt/bin/ingest --config {{config}}\n  usage: false\n  custom: [python3, run.py, '{{config}}']\n"
+    );
+    let config = parse(&text, &[]).unwrap();
+    assert_eq!(config.pipelines["metadata"].program, "/opt/bin/ingest");
+    assert!(!config.pipelines.contains_key("usage"));
+    assert_eq!(config.pipelines["custom"].args, vec!["run.py", "{config}"]);
+}
+
+#[test]
+fn missing_sections_are_named() {
+    let issues = issues_of(parse("agent_id: a\n", &[]));
+    assert!(issues.iter().any(|issue| issue.starts_with("control_plane: missing required section")));
+    assert!(issues.iter().any(|issue| issue.starts_with("secrets.provider: missing required section")));
+}

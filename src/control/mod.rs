@@ -1,0 +1,338 @@
+//! The outbound session with the control plane.
+//!
+//! This is the only part that speaks the wire protocol. It dials out over
+//! WebSocket (TLS unless the URL is a loopback `ws://`), authenticates with the
+//! bearer token, sends `hello`, replays the outbox after `welcome`, sends
+//! heartbeats, and hands decoded requests to the dispatcher as [`Inbound`]
+//! events. A lost connection is retried with exponential backoff and full
+//! jitter; the token is read again at every attempt.
+
+pub mod outbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ControlPlaneConfig;
+use crate::protocol::{Envelope, Heartbeat, Hello, ServerMessage, Welcome};
+use crate::redact::Redactor;
+pub use outbox::Outbox;
+
+/// Longest wait for `welcome` after `hello`.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A request from the control plane for the dispatcher.
+#[derive(Debug)]
+pub enum Inbound {
+    Message(ServerMessage),
+}
+
+/// Produces the runner's current state for `hello` and heartbeats.
+pub type StatusFn = Arc<dyn Fn() -> Heartbeat + Send + Sync>;
+
+/// Static facts sent in `hello`.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub agent_id: String,
+    pub instance_id: String,
+    pub pipeline_types: Vec<String>,
+}
+
+/// Why one connection attempt or session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Token(#[from] crate::config::TokenError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("the control plane closed the session")]
+    Closed,
+    #[error("session failed: {0}")]
+    Socket(String),
+    #[error("expected welcome, received {0}")]
+    NoWelcome(String),
+}
+
+/// The control session; `run` keeps it connected until shutdown.
+pub struct Session {
+    config: ControlPlaneConfig,
+    identity: Identity,
+    outbox: Arc<Outbox>,
+    redactor: Arc<Redactor>,
+    status: StatusFn,
+    inbound: mpsc::Sender<Inbound>,
+    max_message_bytes: usize,
+}
+
+impl Session {
+    pub fn new(
+        config: ControlPlaneConfig,
+        identity: Identity,
+        outbox: Arc<Outbox>,
+        redactor: Arc<Redactor>,
+        status: StatusFn,
+        inbound: mpsc::Sender<Inbound>,
+        max_message_bytes: usize,
+    ) -> Self {
+        Session {
+            config,
+            identity,
+            outbox,
+            redactor,
+            status,
+            inbound,
+            max_message_bytes,
+        }
+    }
+
+    /// Connects and reconnects until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut attempt: u32 = 0;
+        loop {
+            let started = tokio::time::Instant::now();
+            let result = tokio::select! {
+                result = self.connect_and_serve(&shutdown) => result,
+                () = shutdown.cancelled() => return,
+            };
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if started.elapsed() >= STABLE_SESSION {
+                attempt = 0;
+            }
+            attempt = attempt.saturating_add(1);
+            let delay = backoff_delay(
+                attempt,
+                self.config.reconnect_initial_delay,
+                self.config.reconnect_max_delay,
+            );
+            let error = match result {
+                Ok(()) => SessionError::Closed.to_string(),
+                Err(error) => error.to_string(),
+            };
+            tracing::warn!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = %self.redactor.redact(&error),
+                "control plane session lost; reconnecting"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn connect_and_serve(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        let mut socket = self.connect().await?;
+        let welcome = self.handshake(&mut socket).await?;
+        tracing::info!(
+            agent_id = %self.identity.agent_id,
+            session_id = %welcome.session_id,
+            acked_seq = welcome.acked_seq,
+            pending = self.outbox.pending(),
+            "connected to control plane"
+        );
+        self.outbox.ack(welcome.acked_seq);
+        let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100))
+            .min(self.config.heartbeat_interval.max(Duration::from_millis(100)));
+        self.serve(socket, welcome.acked_seq, interval, shutdown).await
+    }
+
+    async fn connect(&self) -> Result<Socket, SessionError> {
+        let token = self.config.token.read()?;
+        let mut request = self
+            .config
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|error| SessionError::Connect(error.to_string()))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| SessionError::Connect("the token contains characters not allowed in a header".into()))?;
+        request.headers_mut().insert("Authorization", bearer);
+
+        let connector = if self.config.url.starts_with("wss://") {
+            Some(Connector::Rustls(crate::tls::client_config(self.config.ca_file.as_deref())?))
+        } else {
+            Some(Connector::Plain)
+        };
+        let websocket_config = WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_bytes))
+            .max_frame_size(Some(self.max_message_bytes));
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(websocket_config),
+            true,
+            connector,
+        );
+        let (socket, _response) = tokio::time::timeout(self.config.connect_timeout, connect)
+            .await
+            .map_err(|_| SessionError::Timeout)?
+            .map_err(|error| SessionError::Connect(error.to_string()))?;
+        Ok(socket)
+    }
+
+    async fn handshake(&self, socket: &mut Socket) -> Result<Welcome, SessionError> {
+        let status = (self.status)();
+        let hello = Hello {
+            agent_id: self.identity.agent_id.clone(),
+            version: crate::VERSION.to_string(),
+            instance_id: self.identity.instance_id.clone(),
+            capacity: status.capacity,
+            pipeline_types: self.identity.pipeline_types.clone(),
+            active_runs: status.active_runs,
+        };
+        self.send(socket, &Envelope::new(&hello, None).encode()).await?;
+        let frame = tokio::time::timeout(WELCOME_TIMEOUT, next_text(socket))
+            .await
+            .map_err(|_| SessionError::Timeout)??;
+        let envelope = Envelope::decode(&frame).map_err(|error| SessionError::NoWelcome(error.to_string()))?;
+        match ServerMessage::from_envelope(&envelope) {
+            Ok(ServerMessage::Welcome(welcome)) => Ok(welcome),
+            Ok(_) => Err(SessionError::NoWelcome(envelope.kind)),
+            Err(error) => Err(SessionError::NoWelcome(error.to_string())),
+        }
+    }
+
+    async fn serve(
+        &self,
+        mut socket: Socket,
+        acked: u64,
+        heartbeat_interval: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let mut sent_up_to = acked;
+        let mut heartbeat = tokio::time::interval(heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Registered before reading the outbox, so a push in between wakes us.
+            let added = self.outbox.added();
+            for entry in self.outbox.after(sent_up_to) {
+                self.send(&mut socket, &entry.frame).await?;
+                sent_up_to = entry.seq;
+            }
+            tokio::select! {
+                frame = socket.next() => self.receive(frame).await?,
+                () = added => {}
+                _ = heartbeat.tick() => {
+                    let frame = Envelope::new(&(self.status)(), None).encode();
+                    self.send(&mut socket, &frame).await?;
+                }
+                () = shutdown.cancelled() => {
+                    let _ = socket.close(None).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn receive(
+        &self,
+        frame: Option<Result<Frame, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<(), SessionError> {
+        let text = match frame {
+            None | Some(Ok(Frame::Close(_))) => return Err(SessionError::Closed),
+            Some(Err(error)) => return Err(SessionError::Socket(error.to_string())),
+            Some(Ok(Frame::Text(text))) => text,
+            Some(Ok(_)) => return Ok(()),
+        };
+        let message = Envelope::decode(&text).and_then(|envelope| ServerMessage::from_envelope(&envelope));
+        match message {
+            Ok(ServerMessage::Ack(ack)) => self.outbox.ack(ack.seq),
+            Ok(ServerMessage::Welcome(_)) => tracing::warn!("ignoring a second welcome"),
+            Ok(message) => {
+                if self.inbound.send(Inbound::Message(message)).await.is_err() {
+                    return Err(SessionError::Closed);
+                }
+            }
+            Err(error) => {
+                self.reject_frame(&text, &error.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs a frame that could not be decoded. A run request that fails to
+    /// decode is also answered with `run.rejected`, so the SaaS learns why.
+    fn reject_frame(&self, text: &str, error: &str) {
+        tracing::warn!(error = %self.redactor.redact(error), "ignoring an invalid message from the control plane");
+        let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
+            return;
+        };
+        if envelope.kind != "run.request" {
+            return;
+        }
+        let Some(run_id) = envelope.payload.get("runId").and_then(|id| id.as_str()) else {
+            return;
+        };
+        self.outbox.push(&crate::protocol::RunRejected {
+            run_id: run_id.chars().take(128).collect(),
+            code: crate::protocol::RejectCode::InvalidRequest,
+            reason: format!("invalid run request: {error}"),
+        });
+    }
+
+    async fn send(&self, socket: &mut Socket, frame: &str) -> Result<(), SessionError> {
+        let frame = self.redactor.redact(frame);
+        socket
+            .send(Frame::text(frame.into_owned()))
+            .await
+            .map_err(|error| SessionError::Socket(error.to_string()))
+    }
+}
+
+async fn next_text(socket: &mut Socket) -> Result<String, SessionError> {
+    loop {
+        match socket.next().await {
+            None | Some(Ok(Frame::Close(_))) => return Err(SessionError::Closed),
+            Some(Err(error)) => return Err(SessionError::Socket(error.to_string())),
+            Some(Ok(Frame::Text(text))) => return Ok(text.to_string()),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Returns a random delay in `0..=min(max, initial * 2^(attempt-1))`
+/// ("full jitter"), so many runners that lost the same server spread out.
+pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let cap = initial.saturating_mul(1u32 << exponent).min(max);
+    let millis = cap.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_grows() {
+        let initial = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for _ in 0..200 {
+            assert!(backoff_delay(1, initial, max) <= initial);
+            assert!(backoff_delay(3, initial, max) <= Duration::from_millis(400));
+            assert!(backoff_delay(30, initial, max) <= max);
+        }
+        let late: Vec<Duration> = (0..200).map(|_| backoff_delay(10, initial, max)).collect();
+        assert!(late.iter().any(|delay| *delay > Duration::from_millis(400)));
+    }
+}

@@ -1,0 +1,131 @@
+//! The outbox: sequenced messages kept until the control plane acknowledges them.
+//!
+//! Every message that must not be lost (run outcomes, status, logs) gets the
+//! next sequence number and is stored already redacted and encoded. The
+//! session sends entries in order and replays the unacknowledged ones after a
+//! reconnect; the control plane ignores sequence numbers it has seen.
+//!
+//! NOTE: entries live in memory, so they survive reconnects but not a
+//! restart of the runner process.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::protocol::{Envelope, Message};
+use crate::redact::Redactor;
+
+/// An encoded message waiting for its acknowledgement.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub frame: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_seq: u64,
+    acked: u64,
+    pending: VecDeque<Entry>,
+}
+
+/// Sequenced, redacted messages on their way to the control plane.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    added: Notify,
+    redactor: Arc<Redactor>,
+}
+
+impl Outbox {
+    pub fn new(redactor: Arc<Redactor>) -> Self {
+        Outbox {
+            state: Mutex::new(State {
+                next_seq: 1,
+                ..State::default()
+            }),
+            added: Notify::new(),
+            redactor,
+        }
+    }
+
+    /// Appends a message and returns its sequence number.
+    pub fn push(&self, message: &impl Message) -> u64 {
+        let mut state = self.lock();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let frame = Envelope::new(message, Some(seq)).encode();
+        let frame = self.redactor.redact(&frame).into_owned();
+        state.pending.push_back(Entry { seq, frame });
+        drop(state);
+        self.added.notify_waiters();
+        seq
+    }
+
+    /// Drops every entry up to and including `seq`.
+    pub fn ack(&self, seq: u64) {
+        let mut state = self.lock();
+        state.acked = state.acked.max(seq);
+        while state.pending.front().is_some_and(|entry| entry.seq <= seq) {
+            state.pending.pop_front();
+        }
+    }
+
+    /// Returns the entries after `seq`, in order.
+    pub fn after(&self, seq: u64) -> Vec<Entry> {
+        self.lock()
+            .pending
+            .iter()
+            .filter(|entry| entry.seq > seq)
+            .cloned()
+            .collect()
+    }
+
+    /// Returns the number of unacknowledged entries.
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Waits until an entry is added.
+    pub async fn wait_added(&self) {
+        self.added.notified().await;
+    }
+
+    /// Returns a future that completes at the next push; create it before
+    /// checking for entries so no push is missed in between.
+    pub fn added(&self) -> tokio::sync::futures::Notified<'_> {
+        self.added.notified()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RunAccepted;
+
+    #[test]
+    fn ack_drops_and_after_replays_in_order() {
+        let outbox = Outbox::new(Arc::new(Redactor::default()));
+        for id in ["a", "b", "c"] {
+            outbox.push(&RunAccepted { run_id: id.into() });
+        }
+        outbox.ack(1);
+        let seqs: Vec<u64> = outbox.after(0).iter().map(|entry| entry.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        assert_eq!(outbox.after(2).len(), 1);
+    }
+
+    #[test]
+    fn entries_are_redacted() {
+        let redactor = Arc::new(Redactor::default());
+        redactor.register("Mysql-Pa55!word");
+        let outbox = Outbox::new(redactor);
+        outbox.push(&RunAccepted { run_id: "x Mysql-Pa55!word".into() });
+        assert!(!outbox.after(0)[0].frame.contains("Mysql-Pa55!word"));
+    }
+}

@@ -1,0 +1,493 @@
+//! Run lifecycle: accept or reject, capacity, cancel, timeout, final status.
+//!
+//! The dispatcher owns the table of active runs. A run request is checked
+//! (draining, duplicate id, capacity, pipeline type, config, secrets) before
+//! anything starts; a rejected request ends with `run.rejected`, an accepted
+//! one with exactly one final `run.status`. Everything it reports goes through
+//! the outbox, which redacts it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::control::{Inbound, Outbox};
+use crate::exec::{self, ExecSpec, Outcome};
+use crate::protocol::{
+    Heartbeat, LogLine, LogStream, PipelineState, PipelineStatus, RejectCode, RunAccepted, RunCancel, RunLog,
+    RunRejected, RunRequest, RunStatus, ServerMessage,
+};
+use crate::redact::{RedactedLine, Redactor};
+use crate::secrets::Resolver;
+use crate::workflow::{Workflow, WorkflowError};
+
+/// Most lines in one `run.log` chunk.
+const LOG_CHUNK_LINES: usize = 200;
+
+/// Longest time a log line waits before its chunk is sent.
+const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Longest run timeout a request may ask for.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// State of one active run.
+struct ActiveRun {
+    cancel: CancellationToken,
+    cancel_reason: Mutex<Option<String>>,
+}
+
+/// Owns the active runs and turns requests into executions.
+pub struct Dispatcher {
+    config: Arc<Config>,
+    resolver: Arc<Resolver>,
+    redactor: Arc<Redactor>,
+    outbox: Arc<Outbox>,
+    runs: Mutex<HashMap<String, Arc<ActiveRun>>>,
+    draining: AtomicBool,
+    tracker: TaskTracker,
+}
+
+/// A rejection before the run was accepted.
+struct Rejection {
+    code: RejectCode,
+    reason: String,
+}
+
+impl Rejection {
+    fn new(code: RejectCode, reason: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A run that passed every check and is ready to execute.
+struct PreparedRun {
+    request: RunRequest,
+    config: serde_json::Value,
+    command: crate::config::CommandTemplate,
+    timeout: Duration,
+    active: Arc<ActiveRun>,
+}
+
+impl Dispatcher {
+    pub fn new(config: Arc<Config>, resolver: Arc<Resolver>, redactor: Arc<Redactor>, outbox: Arc<Outbox>) -> Self {
+        Dispatcher {
+            config,
+            resolver,
+            redactor,
+            outbox,
+            runs: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Returns the state reported in `hello` and heartbeats.
+    pub fn status(&self) -> Heartbeat {
+        let mut active_runs: Vec<String> = self.lock_runs().keys().cloned().collect();
+        active_runs.sort();
+        Heartbeat {
+            capacity: self.config.runs.capacity,
+            active_runs,
+            draining: self.draining.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Returns the number of active runs.
+    pub fn active(&self) -> usize {
+        self.lock_runs().len()
+    }
+
+    /// Handles requests from the session until the channel closes.
+    pub async fn serve(self: Arc<Self>, mut inbound: mpsc::Receiver<Inbound>) {
+        while let Some(Inbound::Message(message)) = inbound.recv().await {
+            self.handle(message);
+        }
+    }
+
+    /// Handles one message from the control plane.
+    pub fn handle(self: &Arc<Self>, message: ServerMessage) {
+        match message {
+            ServerMessage::RunRequest(request) => {
+                let dispatcher = Arc::clone(self);
+                let span = tracing::info_span!("run", run_id = %request.run_id, pipeline = %request.pipeline_fqn);
+                self.tracker.spawn(dispatcher.start(request).instrument(span));
+            }
+            ServerMessage::RunCancel(cancel) => self.cancel(cancel),
+            ServerMessage::RunnerDrain(_) => {
+                tracing::info!("drain requested by the control plane; new runs will be rejected");
+                self.draining.store(true, Ordering::SeqCst);
+            }
+            ServerMessage::Message(message) => {
+                tracing::info!(name = %message.name, "no handler for custom message; ignoring it");
+            }
+            ServerMessage::Welcome(_) | ServerMessage::Ack(_) => {}
+        }
+    }
+
+    /// Stops taking new runs.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Cancels every active run with `reason`.
+    pub fn cancel_all(&self, reason: &str) {
+        for (run_id, run) in self.lock_runs().iter() {
+            tracing::info!(run_id = %run_id, reason, "cancelling run");
+            run.cancel_reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(reason.to_string());
+            run.cancel.cancel();
+        }
+    }
+
+    /// Waits until every run task has finished.
+    pub async fn wait_idle(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.tracker.reopen();
+    }
+
+    fn cancel(&self, cancel: RunCancel) {
+        let runs = self.lock_runs();
+        let Some(run) = runs.get(&cancel.run_id) else {
+            tracing::warn!(run_id = %cancel.run_id, "cancel requested for a run that is not active");
+            return;
+        };
+        let reason = cancel
+            .reason
+            .unwrap_or_else(|| "cancelled by the control plane".to_string());
+        tracing::info!(run_id = %cancel.run_id, reason = %self.redactor.redact(&reason), "cancel requested");
+        run.cancel_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
+        run.cancel.cancel();
+    }
+
+    async fn start(self: Arc<Self>, request: RunRequest) {
+        let run_id = request.run_id.clone();
+        let prepared = match self.prepare(request).await {
+            Ok(prepared) => prepared,
+            Err(rejection) => {
+                let reason = self.redactor.redact(&rejection.reason).into_owned();
+                tracing::warn!(code = ?rejection.code, reason = %reason, "run rejected");
+                self.outbox.push(&RunRejected {
+                    run_id,
+                    code: rejection.code,
+                    reason,
+                });
+                return;
+            }
+        };
+        self.execute(prepared).await;
+        self.lock_runs().remove(&run_id);
+    }
+
+    /// Checks a request and resolves its secrets; the run holds a capacity
+    /// slot from the first check on.
+    async fn prepare(&self, request: RunRequest) -> Result<PreparedRun, Rejection> {
+        check_run_id(&request.run_id)?;
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(Rejection::new(RejectCode::Draining, "the runner is draining and takes no new runs"));
+        }
+        let active = self.reserve(&request.run_id)?;
+        let result = self.check_and_resolve(&request).await;
+        match result {
+            Ok((config, command, timeout)) => Ok(PreparedRun {
+                request,
+                config,
+                command,
+                timeout,
+                active,
+            }),
+            Err(rejection) => {
+                self.lock_runs().remove(&request.run_id);
+                Err(rejection)
+            }
+        }
+    }
+
+    fn reserve(&self, run_id: &str) -> Result<Arc<ActiveRun>, Rejection> {
+        let mut runs = self.lock_runs();
+        if runs.contains_key(run_id) {
+            return Err(Rejection::new(
+                RejectCode::DuplicateRun,
+                format!("run {run_id} is already active on this runner"),
+            ));
+        }
+        let capacity = self.config.runs.capacity;
+        if runs.len() >= capacity {
+            return Err(Rejection::new(
+                RejectCode::AtCapacity,
+                format!("the runner is at capacity ({capacity} runs); retry later or raise runs.capacity"),
+            ));
+        }
+        let active = Arc::new(ActiveRun {
+            cancel: CancellationToken::new(),
+            cancel_reason: Mutex::new(None),
+        });
+        runs.insert(run_id.to_string(), Arc::clone(&active));
+        Ok(active)
+    }
+
+    async fn check_and_resolve(
+        &self,
+        request: &RunRequest,
+    ) -> Result<(serde_json::Value, crate::config::CommandTemplate, Duration), Rejection> {
+        let Some(command) = self.config.pipelines.get(&request.pipeline_type) else {
+            let known: Vec<&str> = self.config.pipelines.keys().map(String::as_str).collect();
+            return Err(Rejection::new(
+                RejectCode::UnknownPipelineType,
+                format!(
+                    "unknown pipeline type {:?}; this runner has commands for: {}",
+                    request.pipeline_type.chars().take(100).collect::<String>(),
+                    known.join(", ")
+                ),
+            ));
+        };
+        let workflow = Workflow::from_request(&request.config, self.config.runs.max_config_bytes)
+            .map_err(|error| Rejection::new(RejectCode::InvalidConfig, format!("invalid workflow config: {error}")))?;
+        let plan = workflow.plan_secrets(&request.secret_fields).map_err(|error| match error {
+            WorkflowError::Fields(fields) => Rejection::new(RejectCode::SecretError, fields.to_string()),
+            other => Rejection::new(RejectCode::InvalidConfig, other.to_string()),
+        })?;
+        for literal in &plan.literals {
+            self.redactor.register(literal);
+        }
+        for field in &plan.references {
+            self.resolver.policy().check(&field.reference).map_err(|error| {
+                tracing::warn!(field = %field.path, reference = %field.reference, "secret reference denied by policy");
+                Rejection::new(RejectCode::SecretError, format!("{}: {error}", field.path))
+            })?;
+        }
+        let values = self.resolver.resolve_all(&plan.distinct()).await.map_err(|error| {
+            let fields: Vec<&str> = plan
+                .references
+                .iter()
+                .filter(|field| error.to_string().starts_with(&field.reference.to_string()))
+                .map(|field| field.path.as_str())
+                .collect();
+            Rejection::new(RejectCode::SecretError, format!("{}: {error}", fields.join(", ")))
+        })?;
+        let resolved = workflow.resolved(&plan, &|reference| values.get(reference).cloned());
+
+        let timeout = match request.timeout_seconds {
+            Some(0) | None => self.config.runs.default_timeout,
+            Some(seconds) => Duration::from_secs(seconds).min(MAX_REQUEST_TIMEOUT),
+        };
+        Ok((resolved, command.clone(), timeout))
+    }
+
+    async fn execute(&self, prepared: PreparedRun) {
+        let PreparedRun {
+            request,
+            config,
+            command,
+            timeout,
+            active,
+        } = prepared;
+        let accepted_at = crate::now_millis();
+        self.outbox.push(&RunAccepted {
+            run_id: request.run_id.clone(),
+        });
+        self.push_status(&request, PipelineState::Queued, None, None, None);
+        tracing::info!(pipeline_type = %request.pipeline_type, "run accepted");
+
+        let (lines_tx, lines_rx) = mpsc::channel(1024);
+        let logger = tokio::spawn(forward_logs(Arc::clone(&self.outbox), request.run_id.clone(), lines_rx));
+        let _ = lines_tx
+            .send((
+                LogStream::Runner,
+                runner_line(format!("starting {} for pipeline type {}", command.program, request.pipeline_type)),
+            ))
+            .await;
+
+        let spec = ExecSpec {
+            run_id: request.run_id.clone(),
+            command,
+            config,
+            env: self.child_env(),
+            timeout,
+            cancel_grace: self.config.runs.cancel_grace,
+            max_line_bytes: self.config.runs.max_log_line_bytes,
+        };
+        let result = if active.cancel.is_cancelled() {
+            None
+        } else {
+            let on_start = |_pid| self.push_status(&request, PipelineState::Running, Some(accepted_at), None, None);
+            Some(
+                exec::run(
+                    spec,
+                    &self.config.work_dir,
+                    Arc::clone(&self.redactor),
+                    active.cancel.clone(),
+                    lines_tx.clone(),
+                    on_start,
+                )
+                .await,
+            )
+        };
+
+        let cancel_reason = active.cancel_reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (state, reason, exit_code) = final_state(result, cancel_reason);
+        let summary = match &reason {
+            Some(reason) => format!("run ended: {state:?} ({reason})"),
+            None => format!("run ended: {state:?}"),
+        };
+        let _ = lines_tx.send((LogStream::Runner, runner_line(summary))).await;
+        drop(lines_tx);
+        let _ = logger.await;
+
+        tracing::info!(state = ?state, reason = reason.as_deref().unwrap_or(""), "run finished");
+        self.push_status(&request, state, Some(accepted_at), reason, exit_code);
+    }
+
+    fn push_status(
+        &self,
+        request: &RunRequest,
+        state: PipelineState,
+        start_date: Option<i64>,
+        reason: Option<String>,
+        exit_code: Option<i32>,
+    ) {
+        let now = crate::now_millis();
+        self.outbox.push(&RunStatus {
+            run_id: request.run_id.clone(),
+            pipeline_fqn: request.pipeline_fqn.clone(),
+            pipeline_status: PipelineStatus {
+                run_id: request.run_id.clone(),
+                pipeline_state: state,
+                start_date: start_date.or(Some(now)),
+                timestamp: now,
+                end_date: state.is_final().then_some(now),
+            },
+            reason,
+            exit_code,
+        });
+    }
+
+    /// Builds the child environment: allowed variables of the runner's own
+    /// environment, then the fixed ones from runner.yaml.
+    fn child_env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for name in &self.config.exec.env_allow {
+            if let Ok(value) = std::env::var(name) {
+                env.insert(name.clone(), value);
+            }
+        }
+        env.extend(self.config.exec.env.clone());
+        env
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveRun>>> {
+        self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Maps an execution result to the final state, reason and exit code.
+fn final_state(
+    result: Option<Result<exec::ExecResult, exec::PrepareError>>,
+    cancel_reason: Option<String>,
+) -> (PipelineState, Option<String>, Option<i32>) {
+    let cancelled = || cancel_reason.clone().unwrap_or_else(|| "cancelled".into());
+    match result {
+        None => (PipelineState::Stopped, Some(cancelled()), None),
+        Some(Err(error)) => (PipelineState::Failed, Some(error.to_string()), None),
+        Some(Ok(result)) => match result.outcome {
+            Outcome::Exited(0) => (PipelineState::Success, None, Some(0)),
+            Outcome::Exited(code) => (
+                PipelineState::Failed,
+                Some(format!("the workflow process exited with code {code}")),
+                Some(code),
+            ),
+            Outcome::Signaled(signal) => (
+                PipelineState::Failed,
+                Some(format!("the workflow process was killed by signal {signal}")),
+                None,
+            ),
+            Outcome::TimedOut(timeout) => (
+                PipelineState::Failed,
+                Some(format!("timed out after {}", humantime::format_duration(timeout))),
+                None,
+            ),
+            Outcome::Cancelled => (PipelineState::Stopped, Some(cancelled()), None),
+            Outcome::SpawnFailed(detail) => (PipelineState::Failed, Some(detail), None),
+        },
+    }
+}
+
+fn runner_line(text: String) -> RedactedLine {
+    RedactedLine { text, truncated: false }
+}
+
+/// Run ids name the private run directory, so they are restricted to a safe
+/// set of characters.
+fn check_run_id(run_id: &str) -> Result<(), Rejection> {
+    let valid = !run_id.is_empty()
+        && run_id.len() <= 128
+        && !run_id.starts_with('.')
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            RejectCode::InvalidRequest,
+            "invalid runId: use 1 to 128 letters, digits, '-', '_', '.' or ':', not starting with '.'",
+        ))
+    }
+}
+
+/// Groups output lines into `run.log` chunks, numbered from 1 in arrival order.
+async fn forward_logs(outbox: Arc<Outbox>, run_id: String, mut lines: mpsc::Receiver<(LogStream, RedactedLine)>) {
+    let mut number = 0u64;
+    let mut chunk: Vec<LogLine> = Vec::new();
+    // A chunk is sent when full or when its first line is LOG_FLUSH_INTERVAL old.
+    let mut deadline = tokio::time::Instant::now();
+    loop {
+        let next = if chunk.is_empty() {
+            let next = lines.recv().await;
+            deadline = tokio::time::Instant::now() + LOG_FLUSH_INTERVAL;
+            next
+        } else {
+            match tokio::time::timeout_at(deadline, lines.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    flush(&outbox, &run_id, &mut chunk);
+                    continue;
+                }
+            }
+        };
+        let Some((stream, line)) = next else { break };
+        number += 1;
+        chunk.push(LogLine {
+            n: number,
+            stream,
+            ts: crate::now_millis(),
+            text: line.text,
+            truncated: line.truncated,
+        });
+        if chunk.len() >= LOG_CHUNK_LINES {
+            flush(&outbox, &run_id, &mut chunk);
+        }
+    }
+    flush(&outbox, &run_id, &mut chunk);
+}
+
+fn flush(outbox: &Outbox, run_id: &str, chunk: &mut Vec<LogLine>) {
+    if chunk.is_empty() {
+        return;
+    }
+    outbox.push(&RunLog {
+        run_id: run_id.to_string(),
+        lines: std::mem::take(chunk),
+    });
+}

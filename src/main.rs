@@ -1,0 +1,57 @@
+//! Command-line entry point: parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hybrid_runner::commands;
+
+/// Runs OpenMetadata ingestion workflows inside your cloud, resolving their
+/// secrets locally and reporting to a SaaS control plane over an outbound
+/// WebSocket.
+#[derive(Parser)]
+#[command(name = "hybrid-runner", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: connect to the control plane and execute run requests.
+    Run {
+        /// Path of runner.yaml.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate runner.yaml without connecting; exits 64 when it is invalid.
+    Check {
+        /// Path of runner.yaml.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the reference control plane (for development, demos and tests).
+    ControlPlane(commands::ControlPlaneArgs),
+    /// Start a control plane and a runner on 127.0.0.1, submit the example
+    /// workflows and show each run's status timeline and redacted log.
+    Quickstart(commands::QuickstartArgs),
+    /// Example workflow program used by the quickstart: reads a resolved
+    /// OpenMetadata config and logs in to the demo database it names.
+    #[command(hide = true)]
+    DemoConnector {
+        /// Path of the resolved workflow config.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => commands::run(&config),
+        Command::Check { config } => commands::check(&config),
+        Command::ControlPlane(args) => commands::control_plane(args),
+        Command::Quickstart(args) => commands::quickstart(args),
+        Command::DemoConnector { config } => commands::demo_connector(&config),
+    }
+}
