@@ -42,7 +42,10 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         create_private_dir(dir)?;
     }
     let config = Arc::new(config);
-    let resolver = Arc::new(Resolver::from_config(&config.secrets, Arc::clone(&redactor)));
+    let resolver = Arc::new(Resolver::from_config(
+        &config.secrets,
+        Arc::clone(&redactor),
+    ));
     let outbox = Arc::new(Outbox::new(Arc::clone(&redactor)));
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&config),
@@ -102,7 +105,10 @@ async fn wait_for_shutdown(dispatcher: &Arc<Dispatcher>) -> Result<(), AgentErro
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
-    tracing::info!(active = dispatcher.active(), "shutdown requested: draining; send the signal again to cancel runs now");
+    tracing::info!(
+        active = dispatcher.active(),
+        "shutdown requested: draining; send the signal again to cancel runs now"
+    );
     dispatcher.drain();
 
     tokio::select! {

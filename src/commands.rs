@@ -184,19 +184,26 @@ pub fn control_plane(args: ControlPlaneArgs) -> ExitCode {
     })
 }
 
-fn control_plane_options(args: &ControlPlaneArgs) -> Result<crate::control_plane::ControlPlaneOptions, String> {
+fn control_plane_options(
+    args: &ControlPlaneArgs,
+) -> Result<crate::control_plane::ControlPlaneOptions, String> {
     let mut runner_tokens = Vec::new();
     for path in &args.token_files {
         runner_tokens.push(read_token_file(path)?);
     }
     if let Some(name) = &args.token_env {
-        let token = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        let token =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         runner_tokens.push(token.trim().to_string());
     }
     if runner_tokens.is_empty() {
         return Err("no runner token: pass --token-file FILE or --token-env NAME".into());
     }
-    let api_token = args.api_token_file.as_deref().map(read_token_file).transpose()?;
+    let api_token = args
+        .api_token_file
+        .as_deref()
+        .map(read_token_file)
+        .transpose()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::control_plane::TlsFiles {
             cert: cert.clone(),
@@ -214,7 +221,8 @@ fn control_plane_options(args: &ControlPlaneArgs) -> Result<crate::control_plane
 }
 
 fn read_token_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read token file {}: {error}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read token file {}: {error}", path.display()))?;
     let token = text.trim().to_string();
     if token.is_empty() {
         return Err(format!("token file {} is empty", path.display()));

@@ -120,7 +120,12 @@ pub fn connect(config_path: &Path) -> Result<(), DemoError> {
     let connection = config
         .pointer("/source/serviceConnection/config")
         .ok_or(DemoError::Missing("source.serviceConnection.config"))?;
-    let text_at = |pointer: &str| connection.pointer(pointer).and_then(|v| v.as_str()).map(str::to_string);
+    let text_at = |pointer: &str| {
+        connection
+            .pointer(pointer)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
 
     let host_port = text_at("/hostPort").ok_or(DemoError::Missing("hostPort"))?;
     let login = Login {
@@ -129,14 +134,21 @@ pub fn connect(config_path: &Path) -> Result<(), DemoError> {
         private_key: text_at("/privateKey"),
         passphrase: text_at("/snowflakePrivatekeyPassphrase"),
     };
-    let service = config.pointer("/source/serviceName").and_then(|v| v.as_str()).unwrap_or("?");
+    let service = config
+        .pointer("/source/serviceName")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
     let kind = text_at("/type").unwrap_or_default();
     println!("demo connector: ingesting service {service} ({kind}) from {host_port}");
 
     // Drivers often print the connection URL, password included, in their
     // debug output; this line shows the runner masking it on the way out.
     if let Some(password) = &login.password {
-        println!("debug: connection url {}://{}:{password}@{host_port}", kind.to_lowercase(), login.username);
+        println!(
+            "debug: connection url {}://{}:{password}@{host_port}",
+            kind.to_lowercase(),
+            login.username
+        );
     }
     if let Some(key) = &login.private_key {
         println!("debug: using private key of {} lines:", key.lines().count());
@@ -150,7 +162,11 @@ pub fn connect(config_path: &Path) -> Result<(), DemoError> {
         .build()
         .map_err(|error| DemoError::Runtime(error.to_string()))?;
     let tables = runtime.block_on(post_login(&host_port, &login))?;
-    println!("authenticated as {}; found {} tables", login.username, tables.len());
+    println!(
+        "authenticated as {}; found {} tables",
+        login.username,
+        tables.len()
+    );
     for table in tables {
         println!("  table {table}");
     }

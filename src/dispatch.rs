@@ -20,8 +20,8 @@ use crate::config::Config;
 use crate::control::{Inbound, Outbox};
 use crate::exec::{self, ExecSpec, Outcome};
 use crate::protocol::{
-    Heartbeat, LogLine, LogStream, PipelineState, PipelineStatus, RejectCode, RunAccepted, RunCancel, RunLog,
-    RunRejected, RunRequest, RunStatus, ServerMessage,
+    Heartbeat, LogLine, LogStream, PipelineState, PipelineStatus, RejectCode, RunAccepted,
+    RunCancel, RunLog, RunRejected, RunRequest, RunStatus, ServerMessage,
 };
 use crate::redact::{RedactedLine, Redactor};
 use crate::secrets::Resolver;
@@ -78,7 +78,12 @@ struct PreparedRun {
 }
 
 impl Dispatcher {
-    pub fn new(config: Arc<Config>, resolver: Arc<Resolver>, redactor: Arc<Redactor>, outbox: Arc<Outbox>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        resolver: Arc<Resolver>,
+        redactor: Arc<Redactor>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         Dispatcher {
             config,
             resolver,
@@ -119,7 +124,8 @@ impl Dispatcher {
             ServerMessage::RunRequest(request) => {
                 let dispatcher = Arc::clone(self);
                 let span = tracing::info_span!("run", run_id = %request.run_id, pipeline = %request.pipeline_fqn);
-                self.tracker.spawn(dispatcher.start(request).instrument(span));
+                self.tracker
+                    .spawn(dispatcher.start(request).instrument(span));
             }
             ServerMessage::RunCancel(cancel) => self.cancel(cancel),
             ServerMessage::RunnerDrain(_) => {
@@ -142,7 +148,10 @@ impl Dispatcher {
     pub fn cancel_all(&self, reason: &str) {
         for (run_id, run) in self.lock_runs().iter() {
             tracing::info!(run_id = %run_id, reason, "cancelling run");
-            run.cancel_reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(reason.to_string());
+            run.cancel_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(reason.to_string());
             run.cancel.cancel();
         }
     }
@@ -195,7 +204,10 @@ impl Dispatcher {
     async fn prepare(&self, request: RunRequest) -> Result<PreparedRun, Rejection> {
         check_run_id(&request.run_id)?;
         if self.draining.load(Ordering::SeqCst) {
-            return Err(Rejection::new(RejectCode::Draining, "the runner is draining and takes no new runs"));
+            return Err(Rejection::new(
+                RejectCode::Draining,
+                "the runner is draining and takes no new runs",
+            ));
         }
         let active = self.reserve(&request.run_id)?;
         let result = self.check_and_resolve(&request).await;
@@ -226,7 +238,9 @@ impl Dispatcher {
         if runs.len() >= capacity {
             return Err(Rejection::new(
                 RejectCode::AtCapacity,
-                format!("the runner is at capacity ({capacity} runs); retry later or raise runs.capacity"),
+                format!(
+                    "the runner is at capacity ({capacity} runs); retry later or raise runs.capacity"
+                ),
             ));
         }
         let active = Arc::new(ActiveRun {
@@ -253,11 +267,20 @@ impl Dispatcher {
             ));
         };
         let workflow = Workflow::from_request(&request.config, self.config.runs.max_config_bytes)
-            .map_err(|error| Rejection::new(RejectCode::InvalidConfig, format!("invalid workflow config: {error}")))?;
-        let plan = workflow.plan_secrets(&request.secret_fields).map_err(|error| match error {
-            WorkflowError::Fields(fields) => Rejection::new(RejectCode::SecretError, fields.to_string()),
-            other => Rejection::new(RejectCode::InvalidConfig, other.to_string()),
+            .map_err(|error| {
+            Rejection::new(
+                RejectCode::InvalidConfig,
+                format!("invalid workflow config: {error}"),
+            )
         })?;
+        let plan = workflow
+            .plan_secrets(&request.secret_fields)
+            .map_err(|error| match error {
+                WorkflowError::Fields(fields) => {
+                    Rejection::new(RejectCode::SecretError, fields.to_string())
+                }
+                other => Rejection::new(RejectCode::InvalidConfig, other.to_string()),
+            })?;
         for literal in &plan.literals {
             self.redactor.register(literal);
         }
@@ -267,15 +290,22 @@ impl Dispatcher {
                 Rejection::new(RejectCode::SecretError, format!("{}: {error}", field.path))
             })?;
         }
-        let values = self.resolver.resolve_all(&plan.distinct()).await.map_err(|error| {
-            let fields: Vec<&str> = plan
-                .references
-                .iter()
-                .filter(|field| error.to_string().starts_with(&field.reference.to_string()))
-                .map(|field| field.path.as_str())
-                .collect();
-            Rejection::new(RejectCode::SecretError, format!("{}: {error}", fields.join(", ")))
-        })?;
+        let values = self
+            .resolver
+            .resolve_all(&plan.distinct())
+            .await
+            .map_err(|error| {
+                let fields: Vec<&str> = plan
+                    .references
+                    .iter()
+                    .filter(|field| error.to_string().starts_with(&field.reference.to_string()))
+                    .map(|field| field.path.as_str())
+                    .collect();
+                Rejection::new(
+                    RejectCode::SecretError,
+                    format!("{}: {error}", fields.join(", ")),
+                )
+            })?;
         let resolved = workflow.resolved(&plan, &|reference| values.get(reference).cloned());
 
         let timeout = match request.timeout_seconds {
@@ -301,11 +331,18 @@ impl Dispatcher {
         tracing::info!(pipeline_type = %request.pipeline_type, "run accepted");
 
         let (lines_tx, lines_rx) = mpsc::channel(1024);
-        let logger = tokio::spawn(forward_logs(Arc::clone(&self.outbox), request.run_id.clone(), lines_rx));
+        let logger = tokio::spawn(forward_logs(
+            Arc::clone(&self.outbox),
+            request.run_id.clone(),
+            lines_rx,
+        ));
         let _ = lines_tx
             .send((
                 LogStream::Runner,
-                runner_line(format!("starting {} for pipeline type {}", command.program, request.pipeline_type)),
+                runner_line(format!(
+                    "starting {} for pipeline type {}",
+                    command.program, request.pipeline_type
+                )),
             ))
             .await;
 
@@ -321,7 +358,15 @@ impl Dispatcher {
         let result = if active.cancel.is_cancelled() {
             None
         } else {
-            let on_start = |_pid| self.push_status(&request, PipelineState::Running, Some(accepted_at), None, None);
+            let on_start = |_pid| {
+                self.push_status(
+                    &request,
+                    PipelineState::Running,
+                    Some(accepted_at),
+                    None,
+                    None,
+                )
+            };
             Some(
                 exec::run(
                     spec,
@@ -335,13 +380,23 @@ impl Dispatcher {
             )
         };
 
-        let cancel_reason = active.cancel_reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cancel_reason = active
+            .cancel_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let (state, reason, exit_code) = final_state(result, cancel_reason);
+        let state_name = serde_json::to_value(state)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_string))
+            .unwrap_or_default();
         let summary = match &reason {
-            Some(reason) => format!("run ended: {state:?} ({reason})"),
-            None => format!("run ended: {state:?}"),
+            Some(reason) => format!("run ended: {state_name} ({reason})"),
+            None => format!("run ended: {state_name}"),
         };
-        let _ = lines_tx.send((LogStream::Runner, runner_line(summary))).await;
+        let _ = lines_tx
+            .send((LogStream::Runner, runner_line(summary)))
+            .await;
         drop(lines_tx);
         let _ = logger.await;
 
@@ -387,7 +442,9 @@ impl Dispatcher {
     }
 
     fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveRun>>> {
-        self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -409,12 +466,17 @@ fn final_state(
             ),
             Outcome::Signaled(signal) => (
                 PipelineState::Failed,
-                Some(format!("the workflow process was killed by signal {signal}")),
+                Some(format!(
+                    "the workflow process was killed by signal {signal}"
+                )),
                 None,
             ),
             Outcome::TimedOut(timeout) => (
                 PipelineState::Failed,
-                Some(format!("timed out after {}", humantime::format_duration(timeout))),
+                Some(format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout)
+                )),
                 None,
             ),
             Outcome::Cancelled => (PipelineState::Stopped, Some(cancelled()), None),
@@ -424,7 +486,10 @@ fn final_state(
 }
 
 fn runner_line(text: String) -> RedactedLine {
-    RedactedLine { text, truncated: false }
+    RedactedLine {
+        text,
+        truncated: false,
+    }
 }
 
 /// Run ids name the private run directory, so they are restricted to a safe
@@ -447,7 +512,11 @@ fn check_run_id(run_id: &str) -> Result<(), Rejection> {
 }
 
 /// Groups output lines into `run.log` chunks, numbered from 1 in arrival order.
-async fn forward_logs(outbox: Arc<Outbox>, run_id: String, mut lines: mpsc::Receiver<(LogStream, RedactedLine)>) {
+async fn forward_logs(
+    outbox: Arc<Outbox>,
+    run_id: String,
+    mut lines: mpsc::Receiver<(LogStream, RedactedLine)>,
+) {
     let mut number = 0u64;
     let mut chunk: Vec<LogLine> = Vec::new();
     // A chunk is sent when full or when its first line is LOG_FLUSH_INTERVAL old.

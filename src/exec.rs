@@ -72,9 +72,15 @@ pub struct ExecResult {
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
     #[error("cannot create run directory {path}: {source}")]
-    Directory { path: PathBuf, source: std::io::Error },
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write workflow config in {path}: {source}")]
-    Config { path: PathBuf, source: std::io::Error },
+    Config {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Removes the run directory when dropped, so it goes on every path out.
@@ -108,7 +114,10 @@ pub async fn run(
         Ok(child) => child,
         Err(error) => {
             return Ok(ExecResult {
-                outcome: Outcome::SpawnFailed(format!("cannot start {:?}: {error}", spec.command.program)),
+                outcome: Outcome::SpawnFailed(format!(
+                    "cannot start {:?}: {error}",
+                    spec.command.program
+                )),
                 started_at: None,
                 duration: began.elapsed(),
             });
@@ -119,8 +128,14 @@ pub async fn run(
     on_start(pid);
 
     let readers = [
-        child.stdout.take().map(|out| forward(out, LogStream::Stdout, &redactor, &spec, lines.clone())),
-        child.stderr.take().map(|err| forward(err, LogStream::Stderr, &redactor, &spec, lines.clone())),
+        child
+            .stdout
+            .take()
+            .map(|out| forward(out, LogStream::Stdout, &redactor, &spec, lines.clone())),
+        child
+            .stderr
+            .take()
+            .map(|err| forward(err, LogStream::Stderr, &redactor, &spec, lines.clone())),
     ];
     drop(lines);
 
@@ -171,9 +186,11 @@ fn prepare(work_dir: &Path, spec: &ExecSpec) -> Result<RunDir, PrepareError> {
         .mode(0o600)
         .open(&config_path)
         .map_err(config_error)?;
-    let bytes = serde_json::to_vec_pretty(&spec.config).map_err(|error| config_error(error.into()))?;
+    let bytes =
+        serde_json::to_vec_pretty(&spec.config).map_err(|error| config_error(error.into()))?;
+    // No fsync: the child reads the file right away, and after a crash the
+    // run is lost anyway.
     file.write_all(&bytes).map_err(config_error)?;
-    file.sync_all().map_err(config_error)?;
     Ok(run_dir)
 }
 
@@ -197,7 +214,12 @@ fn spawn(spec: &ExecSpec, config_path: &Path, run_dir: &Path) -> std::io::Result
 }
 
 /// Waits for the child, stopping it on cancel or timeout.
-async fn supervise(child: &mut Child, pid: u32, spec: &ExecSpec, cancel: CancellationToken) -> Outcome {
+async fn supervise(
+    child: &mut Child,
+    pid: u32,
+    spec: &ExecSpec,
+    cancel: CancellationToken,
+) -> Outcome {
     let stop_reason = tokio::select! {
         status = child.wait() => return exit_outcome(status),
         () = cancel.cancelled() => None,
@@ -210,7 +232,10 @@ async fn supervise(child: &mut Child, pid: u32, spec: &ExecSpec, cancel: Cancell
         "stopping run: SIGTERM to its process group"
     );
     signal_group(pid, Signal::SIGTERM);
-    if tokio::time::timeout(spec.cancel_grace, child.wait()).await.is_err() {
+    if tokio::time::timeout(spec.cancel_grace, child.wait())
+        .await
+        .is_err()
+    {
         tracing::info!(run_id = %spec.run_id, "grace period over: SIGKILL to its process group");
         signal_group(pid, Signal::SIGKILL);
         let _ = child.wait().await;

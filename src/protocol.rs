@@ -386,7 +386,10 @@ mod tests {
              "command":["sh","-c","id"]}}"#;
         let envelope = Envelope::decode(text).unwrap();
         let error = ServerMessage::from_envelope(&envelope).unwrap_err();
-        assert!(error.to_string().contains("unknown field `command`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `command`"),
+            "{error}"
+        );
     }
 
     #[test]

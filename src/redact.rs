@@ -78,7 +78,10 @@ impl Redactor {
         }
         // Registrations are rare (one per fetched value), so the matcher is
         // rebuilt under the write lock; readers keep the previous one meanwhile.
-        let mut guard = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if guard.values.contains(value) {
             return Registration::AlreadyKnown;
         }
@@ -135,7 +138,12 @@ impl Redactor {
     }
 
     fn matcher(&self) -> Arc<Matcher> {
-        Arc::clone(&self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        Arc::clone(
+            &self
+                .state
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Masks a tail of `text` that is the start of a registered form, because
@@ -181,7 +189,11 @@ fn forms_of(value: &str, min_len: usize) -> Vec<String> {
 
     // A multi-line value is printed line by line as often as whole.
     if value.contains('\n') {
-        forms.extend(value.lines().map(|line| line.trim_end_matches('\r').to_string()));
+        forms.extend(
+            value
+                .lines()
+                .map(|line| line.trim_end_matches('\r').to_string()),
+        );
     }
 
     // JSON string escaping, as in a config or an event payload.
@@ -355,7 +367,8 @@ mod tests {
 
     fn collect(redactor: &Arc<Redactor>, chunks: &[&[u8]], max_line: usize) -> Vec<RedactedLine> {
         let mut lines = redactor.lines(max_line);
-        let mut out: Vec<RedactedLine> = chunks.iter().flat_map(|chunk| lines.push(chunk)).collect();
+        let mut out: Vec<RedactedLine> =
+            chunks.iter().flat_map(|chunk| lines.push(chunk)).collect();
         out.extend(lines.finish());
         out
     }
@@ -379,7 +392,11 @@ mod tests {
     fn split_writes_are_joined() {
         let redactor = redactor_with(&[TRICKY]);
         let bytes = TRICKY.as_bytes();
-        let lines = collect(&redactor, &[&bytes[..4], &bytes[4..11], &bytes[11..], b"\n"], 1024);
+        let lines = collect(
+            &redactor,
+            &[&bytes[..4], &bytes[4..11], &bytes[11..], b"\n"],
+            1024,
+        );
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].text, MASK);
     }

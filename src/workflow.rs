@@ -44,7 +44,9 @@ pub const SOURCE_CONFIG_TYPES: &[&str] = &[
 /// Why a workflow config was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WorkflowError {
-    #[error("workflow config is {size} bytes, over the limit of {limit} bytes (runs.max_config_bytes)")]
+    #[error(
+        "workflow config is {size} bytes, over the limit of {limit} bytes (runs.max_config_bytes)"
+    )]
     TooLarge { size: usize, limit: usize },
     #[error("workflow config is not valid YAML or JSON: {0}")]
     Syntax(String),
@@ -99,7 +101,10 @@ pub struct SecretPlan {
 impl SecretPlan {
     /// Returns the distinct references.
     pub fn distinct(&self) -> BTreeSet<SecretRef> {
-        self.references.iter().map(|field| field.reference.clone()).collect()
+        self.references
+            .iter()
+            .map(|field| field.reference.clone())
+            .collect()
     }
 }
 
@@ -116,9 +121,8 @@ impl Workflow {
                 }
                 // The parser's message may quote the input, which can hold a
                 // literal password, so only its location is kept.
-                serde_yaml::from_str::<Value>(text).map_err(|error| {
-                    WorkflowError::Syntax(describe_yaml_error(&error))
-                })?
+                serde_yaml::from_str::<Value>(text)
+                    .map_err(|error| WorkflowError::Syntax(describe_yaml_error(&error)))?
             }
             other => other.clone(),
         };
@@ -172,7 +176,10 @@ impl Workflow {
             connection_type: self.connection_type(),
             extra_fields,
         };
-        let at = Location { path: String::new(), pointer: String::new() };
+        let at = Location {
+            path: String::new(),
+            pointer: String::new(),
+        };
         walk(&self.value, &at, None, &context, &mut plan, &mut errors);
         if errors.is_empty() {
             Ok(plan)
@@ -182,10 +189,16 @@ impl Workflow {
     }
 
     /// Returns a copy with every reference replaced by its value.
-    pub fn resolved(&self, plan: &SecretPlan, lookup: &dyn Fn(&SecretRef) -> Option<SecretValue>) -> Value {
+    pub fn resolved(
+        &self,
+        plan: &SecretPlan,
+        lookup: &dyn Fn(&SecretRef) -> Option<SecretValue>,
+    ) -> Value {
         let mut value = self.value.clone();
         for field in &plan.references {
-            if let (Some(slot), Some(secret)) = (value.pointer_mut(&field.pointer), lookup(&field.reference)) {
+            if let (Some(slot), Some(secret)) =
+                (value.pointer_mut(&field.pointer), lookup(&field.reference))
+            {
                 *slot = Value::String(secret.expose().to_string());
             }
         }
@@ -208,7 +221,11 @@ impl Location {
     fn key(&self, name: &str) -> Location {
         let escaped = name.replace('~', "~0").replace('/', "~1");
         Location {
-            path: if self.path.is_empty() { name.to_string() } else { format!("{}.{name}", self.path) },
+            path: if self.path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{}.{name}", self.path)
+            },
             pointer: format!("{}/{escaped}", self.pointer),
         }
     }
@@ -241,7 +258,8 @@ fn walk(
             }
         }
         Value::String(text) => {
-            let secret_field = key.is_some_and(|key| is_secret_field(&at.path, key, context.connection_type))
+            let secret_field = key
+                .is_some_and(|key| is_secret_field(&at.path, key, context.connection_type))
                 || context.extra_fields.iter().any(|field| *field == at.path);
             check_string(text, at, secret_field, plan, errors);
         }
@@ -249,7 +267,13 @@ fn walk(
     }
 }
 
-fn check_string(text: &str, at: &Location, secret_field: bool, plan: &mut SecretPlan, errors: &mut Vec<String>) {
+fn check_string(
+    text: &str,
+    at: &Location,
+    secret_field: bool,
+    plan: &mut SecretPlan,
+    errors: &mut Vec<String>,
+) {
     let path = &at.path;
     let is_reference = SecretRef::is_reference(text);
     match (secret_field, is_reference) {
@@ -279,12 +303,20 @@ fn shorten(text: &str) -> String {
 fn describe_yaml_error(error: &serde_yaml::Error) -> String {
     let text = error.to_string();
     // Messages that quote no input are safe to pass on whole.
-    let safe = ["recursion limit exceeded", "repetition limit exceeded", "invalid unicode"];
+    let safe = [
+        "recursion limit exceeded",
+        "repetition limit exceeded",
+        "invalid unicode",
+    ];
     if let Some(known) = safe.iter().find(|known| text.contains(*known)) {
         return known.to_string();
     }
     match error.location() {
-        Some(location) => format!("syntax error at line {}, column {}", location.line(), location.column()),
+        Some(location) => format!(
+            "syntax error at line {}, column {}",
+            location.line(),
+            location.column()
+        ),
         None => "syntax error".into(),
     }
 }
@@ -339,13 +371,19 @@ workflowConfig:
     fn plan_finds_references_and_literals() {
         let plan = workflow(MYSQL).plan_secrets(&[]).unwrap();
         assert_eq!(plan.references.len(), 1);
-        assert_eq!(plan.references[0].path, "source.serviceConnection.config.authType.password");
+        assert_eq!(
+            plan.references[0].path,
+            "source.serviceConnection.config.authType.password"
+        );
         assert_eq!(plan.literals, vec!["plain-bot-token-7Q2w9Zr4"]);
     }
 
     #[test]
     fn reference_in_hostport_is_rejected() {
-        let yaml = MYSQL.replace("mysql.internal:3306", "secret:/collate/hybrid-ingestion/pg/host");
+        let yaml = MYSQL.replace(
+            "mysql.internal:3306",
+            "secret:/collate/hybrid-ingestion/pg/host",
+        );
         let error = workflow(&yaml).plan_secrets(&[]).unwrap_err().to_string();
         assert!(
             error.starts_with("source.serviceConnection.config.hostPort: secret references are only allowed in secret fields"),
@@ -355,7 +393,10 @@ workflowConfig:
 
     #[test]
     fn request_listed_field_is_secret() {
-        let yaml = MYSQL.replace("openmetadata_user", "secret:/collate/hybrid-ingestion/mysql/user");
+        let yaml = MYSQL.replace(
+            "openmetadata_user",
+            "secret:/collate/hybrid-ingestion/mysql/user",
+        );
         let fields = vec!["source.serviceConnection.config.username".to_string()];
         let plan = workflow(&yaml).plan_secrets(&fields).unwrap();
         assert_eq!(plan.references.len(), 2);
@@ -364,8 +405,15 @@ workflowConfig:
     #[test]
     fn unknown_source_config_type_names_path_and_value() {
         let yaml = MYSQL.replace("type: DatabaseMetadata", "type: DatabaseMetadataa");
-        let error = Workflow::from_request(&Value::String(yaml), 1 << 20).unwrap_err().to_string();
-        assert!(error.starts_with("source.sourceConfig.config.type: unknown value \"DatabaseMetadataa\""), "{error}");
+        let error = Workflow::from_request(&Value::String(yaml), 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "source.sourceConfig.config.type: unknown value \"DatabaseMetadataa\""
+            ),
+            "{error}"
+        );
         assert!(!error.contains("plain-bot-token"));
     }
 
@@ -394,7 +442,10 @@ workflowConfig:
 
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let error = Workflow::from_request(&Value::String(deep), 1 << 20).unwrap_err();
-        assert!(matches!(error, WorkflowError::TooDeep | WorkflowError::Syntax(_)), "{error}");
+        assert!(
+            matches!(error, WorkflowError::TooDeep | WorkflowError::Syntax(_)),
+            "{error}"
+        );
 
         let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n";
         let error = Workflow::from_request(&Value::String(bomb.into()), 1 << 20).unwrap_err();
@@ -404,7 +455,9 @@ workflowConfig:
     #[test]
     fn syntax_error_does_not_quote_input() {
         let yaml = "source:\n  password: \"plain-secret-value\n  other: [";
-        let error = Workflow::from_request(&Value::String(yaml.into()), 1 << 20).unwrap_err().to_string();
+        let error = Workflow::from_request(&Value::String(yaml.into()), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(!error.contains("plain-secret-value"), "{error}");
     }
 }

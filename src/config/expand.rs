@@ -9,7 +9,12 @@ use serde_yaml::Value;
 use super::reader::{Issues, join};
 
 /// Expands every string value in place; unset variables are reported with their path.
-pub fn expand_env(value: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, issues: &mut Issues) {
+pub fn expand_env(
+    value: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Issues,
+) {
     match value {
         Value::String(text) => {
             if text.contains('$') {
@@ -33,7 +38,12 @@ pub fn expand_env(value: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<St
     }
 }
 
-fn expand_text(text: &str, path: &str, env: &dyn Fn(&str) -> Option<String>, issues: &mut Issues) -> Option<String> {
+fn expand_text(
+    text: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Issues,
+) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {

@@ -53,7 +53,10 @@ pub const DEFAULT_PIPELINES: &[(&str, &[&str])] = &[
     ("usage", &["metadata", "usage", "-c", "{config}"]),
     ("profiler", &["metadata", "profile", "-c", "{config}"]),
     ("TestSuite", &["metadata", "test", "-c", "{config}"]),
-    ("autoClassification", &["metadata", "classify", "-c", "{config}"]),
+    (
+        "autoClassification",
+        &["metadata", "classify", "-c", "{config}"],
+    ),
     ("application", &["metadata", "app", "-c", "{config}"]),
 ];
 
@@ -125,8 +128,7 @@ impl TokenSource {
                 (text, path.display().to_string())
             }
             TokenSource::Env(name) => {
-                let text =
-                    std::env::var(name).map_err(|_| TokenError::EnvMissing(name.clone()))?;
+                let text = std::env::var(name).map_err(|_| TokenError::EnvMissing(name.clone()))?;
                 (text, format!("${name}"))
             }
         };
@@ -282,7 +284,12 @@ impl Config {
     }
 }
 
-fn read_config(value: &Value, source: &Path, base_dir: &Path, issues: &mut Issues) -> Option<Config> {
+fn read_config(
+    value: &Value,
+    source: &Path,
+    base_dir: &Path,
+    issues: &mut Issues,
+) -> Option<Config> {
     let mut root = Section::new(Some(value), "", base_dir, issues);
     if !root.is_present() {
         return None;
@@ -335,7 +342,10 @@ fn check_agent_id(id: &str, issues: &mut Issues) {
 
 fn read_control_plane(mut section: Section, issues: &mut Issues) -> Option<ControlPlaneConfig> {
     if !section.is_present() {
-        issues.push("control_plane", "missing required section (url and token_file or token_env)");
+        issues.push(
+            "control_plane",
+            "missing required section (url and token_file or token_env)",
+        );
         return None;
     }
     let url = section.required_string("url", issues);
@@ -549,9 +559,12 @@ fn check_placeholders(argument: &str, path: &str, issues: &mut Issues) {
 }
 
 fn read_exec(mut section: Section, issues: &mut Issues) -> ExecConfig {
-    let env_allow = section
-        .string_list("env_allow", issues)
-        .unwrap_or_else(|| DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect());
+    let env_allow = section.string_list("env_allow", issues).unwrap_or_else(|| {
+        DEFAULT_ENV_ALLOW
+            .iter()
+            .map(|name| name.to_string())
+            .collect()
+    });
     let env: BTreeMap<String, String> = section
         .string_map("env", issues)
         .unwrap_or_default()
@@ -584,7 +597,8 @@ fn read_secrets(mut section: Section, issues: &mut Issues) -> Option<SecretsConf
     }
     let min_redact_length = section
         .integer("min_redact_length", 1, 1024, issues)
-        .unwrap_or(crate::redact::DEFAULT_MIN_SECRET_LEN as u64) as usize;
+        .unwrap_or(crate::redact::DEFAULT_MIN_SECRET_LEN as u64)
+        as usize;
     let provider = read_provider(section.section("provider", issues), issues);
     section.finish(issues);
     Some(SecretsConfig {
@@ -630,7 +644,9 @@ fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderCo
 }
 
 fn read_log(mut section: Section, issues: &mut Issues) -> LogConfig {
-    let level = section.string("level", issues).unwrap_or_else(|| "info".into());
+    let level = section
+        .string("level", issues)
+        .unwrap_or_else(|| "info".into());
     let format = section.string("format", issues);
     let json = match format.as_deref() {
         None | Some("text") => false,

@@ -55,12 +55,20 @@ pub struct Section<'a> {
 
 impl<'a> Section<'a> {
     /// Opens a mapping, or records an issue when `value` is not one.
-    pub fn new(value: Option<&'a Value>, path: &str, base_dir: &'a Path, issues: &mut Issues) -> Self {
+    pub fn new(
+        value: Option<&'a Value>,
+        path: &str,
+        base_dir: &'a Path,
+        issues: &mut Issues,
+    ) -> Self {
         let map = match value {
             None | Some(Value::Null) => None,
             Some(Value::Mapping(map)) => Some(map),
             Some(other) => {
-                issues.push(path, format!("expected a mapping, found {}", kind_of(other)));
+                issues.push(
+                    path,
+                    format!("expected a mapping, found {}", kind_of(other)),
+                );
                 None
             }
         };
@@ -104,7 +112,10 @@ impl<'a> Section<'a> {
             Value::Number(number) => Some(number.to_string()),
             Value::Bool(flag) => Some(flag.to_string()),
             other => {
-                issues.push(&path, format!("expected a string, found {}", kind_of(other)));
+                issues.push(
+                    &path,
+                    format!("expected a string, found {}", kind_of(other)),
+                );
                 None
             }
         }
@@ -123,7 +134,10 @@ impl<'a> Section<'a> {
         match self.raw(key)? {
             Value::Bool(flag) => Some(*flag),
             other => {
-                issues.push(&path, format!("expected true or false, found {}", describe(other)));
+                issues.push(
+                    &path,
+                    format!("expected true or false, found {}", describe(other)),
+                );
                 None
             }
         }
@@ -138,7 +152,10 @@ impl<'a> Section<'a> {
             _ => {
                 issues.push(
                     &path,
-                    format!("expected an integer from {min} to {max}, found {}", describe(value)),
+                    format!(
+                        "expected an integer from {min} to {max}, found {}",
+                        describe(value)
+                    ),
                 );
                 None
             }
@@ -196,7 +213,10 @@ impl<'a> Section<'a> {
         let mut pairs = Vec::with_capacity(map.len());
         for (name, value) in map {
             let Some(name) = name.as_str() else {
-                issues.push(&path, format!("expected string keys, found {}", describe(name)));
+                issues.push(
+                    &path,
+                    format!("expected string keys, found {}", describe(name)),
+                );
                 continue;
             };
             match value {

@@ -10,12 +10,19 @@ fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.clone())
     };
-    Config::parse(text, Path::new("runner.yaml"), Path::new("/etc/hr"), &lookup)
+    Config::parse(
+        text,
+        Path::new("runner.yaml"),
+        Path::new("/etc/hr"),
+        &lookup,
+    )
 }
 
 fn issues_of(result: Result<Config, ConfigError>) -> Vec<String> {
     match result {
-        Err(ConfigError::Invalid { issues, .. }) => issues.iter().map(ToString::to_string).collect(),
+        Err(ConfigError::Invalid { issues, .. }) => {
+            issues.iter().map(ToString::to_string).collect()
+        }
         other => panic!("expected validation issues, got {other:?}"),
     }
 }
@@ -35,9 +42,15 @@ secrets:
 fn minimal_config_gets_defaults() {
     let config = parse(MINIMAL, &[]).unwrap();
     assert_eq!(config.agent_id, "runner-1");
-    assert_eq!(config.control_plane.token, TokenSource::File("/etc/hr/token".into()));
+    assert_eq!(
+        config.control_plane.token,
+        TokenSource::File("/etc/hr/token".into())
+    );
     assert_eq!(config.runs.capacity, 4);
-    assert_eq!(config.secrets.allowed_prefixes, vec![DEFAULT_ALLOWED_PREFIX]);
+    assert_eq!(
+        config.secrets.allowed_prefixes,
+        vec![DEFAULT_ALLOWED_PREFIX]
+    );
     assert_eq!(
         config.pipelines["metadata"].args,
         vec!["ingest", "-c", "{config}"]
@@ -89,13 +102,15 @@ extra: 1
 
 #[test]
 fn env_expansion_and_defaults() {
-    let text = MINIMAL.replace("runner-1", "${AGENT:-fallback}").replace(
-        "wss://saas.example.com",
-        "wss://${HOST}",
-    );
+    let text = MINIMAL
+        .replace("runner-1", "${AGENT:-fallback}")
+        .replace("wss://saas.example.com", "wss://${HOST}");
     let config = parse(&text, &[("HOST", "cp.example.com")]).unwrap();
     assert_eq!(config.agent_id, "fallback");
-    assert_eq!(config.control_plane.url, "wss://cp.example.com/agent/v1/connect");
+    assert_eq!(
+        config.control_plane.url,
+        "wss://cp.example.com/agent/v1/connect"
+    );
 }
 
 #[test]
@@ -104,20 +119,23 @@ fn unset_variable_is_reported() {
     let issues = issues_of(parse(&text, &[]));
     assert_eq!(
         issues,
-        vec!["control_plane.token_file: environment variable TOKEN_DIR is not set; set it or write ${TOKEN_DIR:-default}"]
+        vec![
+            "control_plane.token_file: environment variable TOKEN_DIR is not set; set it or write ${TOKEN_DIR:-default}"
+        ]
     );
 }
 
 #[test]
 fn literal_dollar_brace_is_kept() {
-    let text = MINIMAL.replace("runner-1", "runner-1").replace(
-        "path: secrets.yaml",
-        "path: 'a$${b}.yaml'",
-    );
+    let text = MINIMAL
+        .replace("runner-1", "runner-1")
+        .replace("path: secrets.yaml", "path: 'a$${b}.yaml'");
     let config = parse(&text, &[]).unwrap();
     assert_eq!(
         config.secrets.provider,
-        ProviderConfig::File { path: "/etc/hr/a${b}.yaml".into() }
+        ProviderConfig::File {
+            path: "/etc/hr/a${b}.yaml".into()
+        }
     );
 }
 
@@ -144,6 +162,14 @@ fn pipeline_override_and_disable() {
 #[test]
 fn missing_sections_are_named() {
     let issues = issues_of(parse("agent_id: a\n", &[]));
-    assert!(issues.iter().any(|issue| issue.starts_with("control_plane: missing required section")));
-    assert!(issues.iter().any(|issue| issue.starts_with("secrets.provider: missing required section")));
+    assert!(
+        issues
+            .iter()
+            .any(|issue| issue.starts_with("control_plane: missing required section"))
+    );
+    assert!(
+        issues
+            .iter()
+            .any(|issue| issue.starts_with("secrets.provider: missing required section"))
+    );
 }

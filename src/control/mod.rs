@@ -15,10 +15,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -152,9 +152,13 @@ impl Session {
             "connected to control plane"
         );
         self.outbox.ack(welcome.acked_seq);
-        let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100))
-            .min(self.config.heartbeat_interval.max(Duration::from_millis(100)));
-        self.serve(socket, welcome.acked_seq, interval, shutdown).await
+        let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100)).min(
+            self.config
+                .heartbeat_interval
+                .max(Duration::from_millis(100)),
+        );
+        self.serve(socket, welcome.acked_seq, interval, shutdown)
+            .await
     }
 
     async fn connect(&self) -> Result<Socket, SessionError> {
@@ -165,12 +169,15 @@ impl Session {
             .as_str()
             .into_client_request()
             .map_err(|error| SessionError::Connect(error.to_string()))?;
-        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| SessionError::Connect("the token contains characters not allowed in a header".into()))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            SessionError::Connect("the token contains characters not allowed in a header".into())
+        })?;
         request.headers_mut().insert("Authorization", bearer);
 
         let connector = if self.config.url.starts_with("wss://") {
-            Some(Connector::Rustls(crate::tls::client_config(self.config.ca_file.as_deref())?))
+            Some(Connector::Rustls(crate::tls::client_config(
+                self.config.ca_file.as_deref(),
+            )?))
         } else {
             Some(Connector::Plain)
         };
@@ -200,11 +207,13 @@ impl Session {
             pipeline_types: self.identity.pipeline_types.clone(),
             active_runs: status.active_runs,
         };
-        self.send(socket, &Envelope::new(&hello, None).encode()).await?;
+        self.send(socket, &Envelope::new(&hello, None).encode())
+            .await?;
         let frame = tokio::time::timeout(WELCOME_TIMEOUT, next_text(socket))
             .await
             .map_err(|_| SessionError::Timeout)??;
-        let envelope = Envelope::decode(&frame).map_err(|error| SessionError::NoWelcome(error.to_string()))?;
+        let envelope =
+            Envelope::decode(&frame).map_err(|error| SessionError::NoWelcome(error.to_string()))?;
         match ServerMessage::from_envelope(&envelope) {
             Ok(ServerMessage::Welcome(welcome)) => Ok(welcome),
             Ok(_) => Err(SessionError::NoWelcome(envelope.kind)),
@@ -254,7 +263,8 @@ impl Session {
             Some(Ok(Frame::Text(text))) => text,
             Some(Ok(_)) => return Ok(()),
         };
-        let message = Envelope::decode(&text).and_then(|envelope| ServerMessage::from_envelope(&envelope));
+        let message =
+            Envelope::decode(&text).and_then(|envelope| ServerMessage::from_envelope(&envelope));
         match message {
             Ok(ServerMessage::Ack(ack)) => self.outbox.ack(ack.seq),
             Ok(ServerMessage::Welcome(_)) => tracing::warn!("ignoring a second welcome"),

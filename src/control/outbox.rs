@@ -99,7 +99,9 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -125,7 +127,9 @@ mod tests {
         let redactor = Arc::new(Redactor::default());
         redactor.register("Mysql-Pa55!word");
         let outbox = Outbox::new(redactor);
-        outbox.push(&RunAccepted { run_id: "x Mysql-Pa55!word".into() });
+        outbox.push(&RunAccepted {
+            run_id: "x Mysql-Pa55!word".into(),
+        });
         assert!(!outbox.after(0)[0].frame.contains("Mysql-Pa55!word"));
     }
 }

@@ -101,14 +101,26 @@ mod tests {
 
     #[test]
     fn password_names_match_anywhere() {
-        assert!(is_secret_field("source.serviceConnection.config.authType.password", "password", None));
+        assert!(is_secret_field(
+            "source.serviceConnection.config.authType.password",
+            "password",
+            None
+        ));
         assert!(is_secret_field(
             "workflowConfig.openMetadataServerConfig.securityConfig.jwtToken",
             "jwtToken",
             None
         ));
-        assert!(!is_secret_field("source.serviceConnection.config.hostPort", "hostPort", None));
-        assert!(!is_secret_field("source.serviceConnection.config.username", "username", None));
+        assert!(!is_secret_field(
+            "source.serviceConnection.config.hostPort",
+            "hostPort",
+            None
+        ));
+        assert!(!is_secret_field(
+            "source.serviceConnection.config.username",
+            "username",
+            None
+        ));
     }
 
     #[test]

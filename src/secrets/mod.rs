@@ -54,7 +54,9 @@ impl std::fmt::Display for SecretValue {
 /// provider-side name, never a value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    #[error("{reference} is outside the allowed prefixes ({allowed}); store it under one of them or add its prefix to secrets.allowed_prefixes")]
+    #[error(
+        "{reference} is outside the allowed prefixes ({allowed}); store it under one of them or add its prefix to secrets.allowed_prefixes"
+    )]
     Denied { reference: String, allowed: String },
     #[error("{reference} was not found in the {provider} store (looked up as {name:?})")]
     NotFound {
@@ -62,7 +64,9 @@ pub enum SecretError {
         provider: &'static str,
         name: String,
     },
-    #[error("access to {reference} was denied by the {provider} store (looked up as {name:?}): {detail}")]
+    #[error(
+        "access to {reference} was denied by the {provider} store (looked up as {name:?}): {detail}"
+    )]
     AccessDenied {
         reference: String,
         provider: &'static str,
@@ -75,7 +79,9 @@ pub enum SecretError {
         provider: &'static str,
         detail: String,
     },
-    #[error("reading {reference} from the {provider} store failed (looked up as {name:?}): {detail}")]
+    #[error(
+        "reading {reference} from the {provider} store failed (looked up as {name:?}): {detail}"
+    )]
     Provider {
         reference: String,
         provider: &'static str,
@@ -153,7 +159,11 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(provider: Arc<dyn SecretProvider>, policy: AccessPolicy, redactor: Arc<Redactor>) -> Self {
+    pub fn new(
+        provider: Arc<dyn SecretProvider>,
+        policy: AccessPolicy,
+        redactor: Arc<Redactor>,
+    ) -> Self {
         Resolver {
             provider,
             policy,
@@ -238,14 +248,15 @@ impl Resolver {
                 return Err(error);
             }
         }
-        let results: Vec<(SecretRef, Result<SecretValue, SecretError>)> = stream::iter(references.iter().cloned())
-            .map(|reference| async move {
-                let result = self.resolve(&reference).await;
-                (reference, result)
-            })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .collect()
-            .await;
+        let results: Vec<(SecretRef, Result<SecretValue, SecretError>)> =
+            stream::iter(references.iter().cloned())
+                .map(|reference| async move {
+                    let result = self.resolve(&reference).await;
+                    (reference, result)
+                })
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .collect()
+                .await;
         let mut values = BTreeMap::new();
         let mut failures = BTreeMap::new();
         for (reference, result) in results {

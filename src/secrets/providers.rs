@@ -19,9 +19,14 @@ impl FileProvider {
     }
 
     async fn load(&self) -> Result<BTreeMap<String, serde_yaml::Value>, FetchError> {
-        let text = tokio::fs::read_to_string(&self.path).await.map_err(|error| {
-            FetchError::Other(format!("cannot read secrets file {}: {error}", self.path.display()))
-        })?;
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|error| {
+                FetchError::Other(format!(
+                    "cannot read secrets file {}: {error}",
+                    self.path.display()
+                ))
+            })?;
         // The parser's message can quote the file's content, so only its
         // location is kept.
         serde_yaml::from_str(&text).map_err(|error| {

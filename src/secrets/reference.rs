@@ -24,7 +24,9 @@ pub struct SecretRef {
 /// name, not a value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
-    #[error("invalid secret reference {0:?}: the path must start with '/', as in secret:/collate/hybrid-ingestion/db/password")]
+    #[error(
+        "invalid secret reference {0:?}: the path must start with '/', as in secret:/collate/hybrid-ingestion/db/password"
+    )]
     NotAbsolute(String),
     #[error("invalid secret reference {0:?}: empty, '.' or '..' path segments are not allowed")]
     BadSegment(String),
@@ -32,7 +34,9 @@ pub enum ReferenceError {
     ControlCharacter(String),
     #[error("invalid secret reference {0:?}: the path is longer than {MAX_PATH_BYTES} bytes")]
     TooLong(String),
-    #[error("invalid secret reference {0:?}: a version after '#' may contain only letters, digits, '.', '_' and '-'")]
+    #[error(
+        "invalid secret reference {0:?}: a version after '#' may contain only letters, digits, '.', '_' and '-'"
+    )]
     BadVersion(String),
 }
 

@@ -25,7 +25,9 @@ async fn file_value_is_resolved_and_registered() {
         Arc::clone(&redactor),
     );
     let value = resolver
-        .resolve(&reference("secret:/collate/hybrid-ingestion/mysql/password"))
+        .resolve(&reference(
+            "secret:/collate/hybrid-ingestion/mysql/password",
+        ))
         .await
         .unwrap();
     assert_eq!(value.expose(), "Mysql-Pa55!word");
@@ -48,7 +50,10 @@ async fn missing_secret_names_reference() {
 
 #[tokio::test]
 async fn outside_prefix_is_denied_before_fetch() {
-    let (resolver, file) = file_resolver("/prod/payments/db-password: do-not-read-me\n", Arc::new(Redactor::default()));
+    let (resolver, file) = file_resolver(
+        "/prod/payments/db-password: do-not-read-me\n",
+        Arc::new(Redactor::default()),
+    );
     // Removing the file shows the provider is never called: a fetch would fail to read it.
     drop(file);
     let references: BTreeSet<SecretRef> = [reference("secret:/prod/payments/db-password")].into();
@@ -61,17 +66,27 @@ async fn outside_prefix_is_denied_before_fetch() {
 async fn env_provider_maps_path_to_variable() {
     let provider = EnvProvider::new("HYBRID_RUNNER_SECRET_".into());
     let name = provider
-        .map_name(&reference("secret:/collate/hybrid-ingestion/my.db/pass word"))
+        .map_name(&reference(
+            "secret:/collate/hybrid-ingestion/my.db/pass word",
+        ))
         .unwrap();
-    assert_eq!(name, "HYBRID_RUNNER_SECRET_COLLATE_HYBRID_INGESTION_MY_DB_PASS_WORD");
-    let missing = provider.fetch("HYBRID_RUNNER_SECRET_SURELY_UNSET_123", None).await;
+    assert_eq!(
+        name,
+        "HYBRID_RUNNER_SECRET_COLLATE_HYBRID_INGESTION_MY_DB_PASS_WORD"
+    );
+    let missing = provider
+        .fetch("HYBRID_RUNNER_SECRET_SURELY_UNSET_123", None)
+        .await;
     assert_eq!(missing.unwrap_err(), FetchError::NotFound);
 }
 
 #[tokio::test]
 async fn short_value_is_resolved_but_not_registered() {
     let redactor = Arc::new(Redactor::default());
-    let (resolver, _file) = file_resolver("/collate/hybrid-ingestion/pin: \"1234\"\n", Arc::clone(&redactor));
+    let (resolver, _file) = file_resolver(
+        "/collate/hybrid-ingestion/pin: \"1234\"\n",
+        Arc::clone(&redactor),
+    );
     let value = resolver
         .resolve(&reference("secret:/collate/hybrid-ingestion/pin"))
         .await
