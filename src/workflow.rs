@@ -260,7 +260,7 @@ fn walk(
         Value::String(text) => {
             let secret_field = key
                 .is_some_and(|key| is_secret_field(&at.path, key, context.connection_type))
-                || context.extra_fields.iter().any(|field| *field == at.path);
+                || context.extra_fields.contains(&at.path);
             check_string(text, at, secret_field, plan, errors);
         }
         _ => {}

@@ -16,11 +16,9 @@ pub fn expand_env(
     issues: &mut Issues,
 ) {
     match value {
-        Value::String(text) => {
-            if text.contains('$') {
-                if let Some(expanded) = expand_text(text, path, env, issues) {
-                    *text = expanded;
-                }
+        Value::String(text) if text.contains('$') => {
+            if let Some(expanded) = expand_text(text, path, env, issues) {
+                *text = expanded;
             }
         }
         Value::Sequence(items) => {
