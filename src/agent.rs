@@ -46,6 +46,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         &config.secrets,
         Arc::clone(&redactor),
     ));
+    let provider = resolver.provider_kind();
     let outbox = Arc::new(Outbox::new(Arc::clone(&redactor)));
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&config),
@@ -80,7 +81,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         version = crate::VERSION,
         url = %config.control_plane.url,
         capacity = config.runs.capacity,
-        provider = Resolver::from_config(&config.secrets, Arc::clone(&redactor)).provider_kind(),
+        provider,
         "hybrid-runner starting"
     );
     let session_stop = CancellationToken::new();

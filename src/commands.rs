@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::config::{Config, ProviderConfig};
 use crate::redact::Redactor;
 
 /// Exit status for invalid configuration or arguments (`EX_USAGE`).
@@ -55,7 +55,10 @@ pub fn run(path: &Path) -> ExitCode {
     let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
     crate::logging::init(&config.log.level, config.log.json, Arc::clone(&redactor));
     install_panic_hook(Arc::clone(&redactor));
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -141,13 +144,11 @@ fn program_exists(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Loads runner.yaml; every kind of load failure is a usage error.
 fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|error| {
         eprintln!("error: {error}");
-        match error {
-            ConfigError::Read { .. } => ExitCode::from(EXIT_USAGE),
-            _ => ExitCode::from(EXIT_USAGE),
-        }
+        ExitCode::from(EXIT_USAGE)
     })
 }
 

@@ -196,7 +196,6 @@ impl Dispatcher {
             }
         };
         self.execute(prepared).await;
-        self.lock_runs().remove(&run_id);
     }
 
     /// Checks a request and resolves its secrets; the run holds a capacity
@@ -298,7 +297,7 @@ impl Dispatcher {
                 let fields: Vec<&str> = plan
                     .references
                     .iter()
-                    .filter(|field| error.to_string().starts_with(&field.reference.to_string()))
+                    .filter(|field| field.reference.to_string() == error.reference())
                     .map(|field| field.path.as_str())
                     .collect();
                 Rejection::new(
@@ -327,7 +326,14 @@ impl Dispatcher {
         self.outbox.push(&RunAccepted {
             run_id: request.run_id.clone(),
         });
-        self.push_status(&request, PipelineState::Queued, None, None, None);
+        // Every status of the run carries the same startDate: the acceptance time.
+        self.push_status(
+            &request,
+            PipelineState::Queued,
+            Some(accepted_at),
+            None,
+            None,
+        );
         tracing::info!(pipeline_type = %request.pipeline_type, "run accepted");
 
         let (lines_tx, lines_rx) = mpsc::channel(1024);
@@ -400,6 +406,9 @@ impl Dispatcher {
         drop(lines_tx);
         let _ = logger.await;
 
+        // The slot is free before the final status goes out, so the control
+        // plane can submit the next run as soon as it sees this one end.
+        self.lock_runs().remove(&request.run_id);
         tracing::info!(state = ?state, reason = reason.as_deref().unwrap_or(""), "run finished");
         self.push_status(&request, state, Some(accepted_at), reason, exit_code);
     }

@@ -3,7 +3,7 @@
 //! Every formatted event passes through the redactor before it reaches
 //! stderr, so a secret that slips into a log message is masked there too.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use tracing_subscriber::EnvFilter;
@@ -59,9 +59,12 @@ pub fn init(level: &str, json: bool, redactor: Arc<Redactor>) {
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = RedactingStderr { redactor };
+    // Colours only on a terminal: a log file or collector would otherwise
+    // receive escape codes around every field name.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let result = if json {
         builder.json().try_init()

@@ -90,6 +90,12 @@ impl Envelope {
 /// A typed message body with its wire type name.
 pub trait Message: Serialize {
     fn kind(&self) -> &'static str;
+
+    /// Returns true when the message should go out at once rather than wait
+    /// briefly to share a write with the messages after it.
+    fn urgent(&self) -> bool {
+        true
+    }
 }
 
 macro_rules! message {
@@ -97,6 +103,18 @@ macro_rules! message {
         impl Message for $name {
             fn kind(&self) -> &'static str {
                 $kind
+            }
+        }
+    };
+    ($name:ident, $kind:literal, urgent: |$message:ident| $urgent:expr) => {
+        impl Message for $name {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn urgent(&self) -> bool {
+                let $message = self;
+                $urgent
             }
         }
     };
@@ -163,7 +181,7 @@ message!(RunRequest, "run.request");
 pub struct RunAccepted {
     pub run_id: String,
 }
-message!(RunAccepted, "run.accepted");
+message!(RunAccepted, "run.accepted", urgent: |_accepted| false);
 
 /// Why a run was rejected before any process started.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -233,7 +251,7 @@ pub struct RunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 }
-message!(RunStatus, "run.status");
+message!(RunStatus, "run.status", urgent: |status| status.pipeline_status.pipeline_state.is_final());
 
 /// Output stream a log line came from.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -265,7 +283,7 @@ pub struct RunLog {
     pub run_id: String,
     pub lines: Vec<LogLine>,
 }
-message!(RunLog, "run.log");
+message!(RunLog, "run.log", urgent: |_log| false);
 
 /// A request to stop a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

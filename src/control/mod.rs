@@ -30,6 +30,11 @@ pub use outbox::Outbox;
 /// Longest wait for `welcome` after `hello`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Longest time a non-urgent message (queued/running status, log chunk)
+/// waits to share a write with later ones. A short run's messages then go
+/// out in one write together with its final status.
+const COALESCE_WINDOW: Duration = Duration::from_millis(20);
+
 /// A session that lasted this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
@@ -234,13 +239,26 @@ impl Session {
         loop {
             // Registered before reading the outbox, so a push in between wakes us.
             let added = self.outbox.added();
-            for entry in self.outbox.after(sent_up_to) {
-                self.send(&mut socket, &entry.frame).await?;
-                sent_up_to = entry.seq;
+            // Entries are queued with `feed` and written with one flush.
+            let entries = self.outbox.after(sent_up_to);
+            if let Some(last) = entries.last() {
+                let last_seq = last.seq;
+                for entry in entries {
+                    let frame = self.redactor.redact(&entry.frame).into_owned();
+                    socket
+                        .feed(Frame::text(frame))
+                        .await
+                        .map_err(|error| SessionError::Socket(error.to_string()))?;
+                }
+                socket
+                    .flush()
+                    .await
+                    .map_err(|error| SessionError::Socket(error.to_string()))?;
+                sent_up_to = last_seq;
             }
             tokio::select! {
                 frame = socket.next() => self.receive(frame).await?,
-                () = added => {}
+                () = added => self.coalesce(sent_up_to).await,
                 _ = heartbeat.tick() => {
                     let frame = Envelope::new(&(self.status)(), None).encode();
                     self.send(&mut socket, &frame).await?;
@@ -249,6 +267,22 @@ impl Session {
                     let _ = socket.close(None).await;
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Waits up to [`COALESCE_WINDOW`] for more entries, ending early when an
+    /// urgent one is pending.
+    async fn coalesce(&self, sent_up_to: u64) {
+        let deadline = tokio::time::Instant::now() + COALESCE_WINDOW;
+        loop {
+            let added = self.outbox.added();
+            if self.outbox.has_urgent_after(sent_up_to) {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                () = added => {}
             }
         }
     }

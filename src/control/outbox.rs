@@ -21,6 +21,8 @@ use crate::redact::Redactor;
 pub struct Entry {
     pub seq: u64,
     pub frame: String,
+    /// Whether the entry should be sent without waiting to share a write.
+    pub urgent: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +59,11 @@ impl Outbox {
         state.next_seq += 1;
         let frame = Envelope::new(message, Some(seq)).encode();
         let frame = self.redactor.redact(&frame).into_owned();
-        state.pending.push_back(Entry { seq, frame });
+        state.pending.push_back(Entry {
+            seq,
+            frame,
+            urgent: message.urgent(),
+        });
         drop(state);
         self.added.notify_waiters();
         seq
@@ -80,6 +86,14 @@ impl Outbox {
             .filter(|entry| entry.seq > seq)
             .cloned()
             .collect()
+    }
+
+    /// Returns true when an entry after `seq` is urgent.
+    pub fn has_urgent_after(&self, seq: u64) -> bool {
+        self.lock()
+            .pending
+            .iter()
+            .any(|entry| entry.seq > seq && entry.urgent)
     }
 
     /// Returns the number of unacknowledged entries.

@@ -272,14 +272,20 @@ pub async fn start(options: ControlPlaneOptions) -> Result<ControlPlaneHandle, C
     let serve_handle = server.clone();
     let serve_task = tokio::spawn(async move {
         let result = match tls_config {
+            // TCP_NODELAY: small frames such as a final status go out at once
+            // instead of waiting for the peer's delayed ACK (about 40 ms).
             Some(config) => {
-                axum_server::from_tcp_rustls(listener, config)
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                    .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                axum_server::from_tcp(listener)
+                    .acceptor(acceptor)
                     .handle(serve_handle)
                     .serve(app)
                     .await
             }
             None => {
                 axum_server::from_tcp(listener)
+                    .acceptor(axum_server::accept::NoDelayAcceptor::new())
                     .handle(serve_handle)
                     .serve(app)
                     .await

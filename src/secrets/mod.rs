@@ -90,6 +90,20 @@ pub enum SecretError {
     },
 }
 
+impl SecretError {
+    /// Returns the reference the error is about, in its
+    /// `secret:<path>[#<version>]` form.
+    pub fn reference(&self) -> &str {
+        match self {
+            SecretError::Denied { reference, .. }
+            | SecretError::NotFound { reference, .. }
+            | SecretError::AccessDenied { reference, .. }
+            | SecretError::InvalidName { reference, .. }
+            | SecretError::Provider { reference, .. } => reference,
+        }
+    }
+}
+
 /// A provider-side failure, before the reference is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
