@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::control::{Identity, Outbox, Session, StatusFn};
 use crate::dispatch::Dispatcher;
 use crate::redact::Redactor;
-use crate::secrets::Resolver;
 
 /// Longest wait for active runs after the first signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,6 +31,8 @@ pub enum AgentError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot set up the secrets provider: {0}")]
+    Secrets(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -42,10 +43,10 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         create_private_dir(dir)?;
     }
     let config = Arc::new(config);
-    let resolver = Arc::new(Resolver::from_config(
-        &config.secrets,
-        Arc::clone(&redactor),
-    ));
+    let resolver = crate::secrets::resolver_from_config(&config.secrets, Arc::clone(&redactor))
+        .await
+        .map_err(AgentError::Secrets)?;
+    let resolver = Arc::new(resolver);
     let provider = resolver.provider_kind();
     let outbox = Arc::new(Outbox::new(Arc::clone(&redactor)));
     let dispatcher = Arc::new(Dispatcher::new(

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod backoff;
 pub mod commands;
 pub mod config;
 pub mod control;

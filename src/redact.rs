@@ -198,7 +198,15 @@ fn forms_of(value: &str, min_len: usize) -> Vec<String> {
 
     // JSON string escaping, as in a config or an event payload.
     let json = serde_json::to_string(value).unwrap_or_default();
-    forms.push(json[1..json.len().saturating_sub(1)].to_string());
+    let json = &json[1..json.len().saturating_sub(1)];
+    forms.push(json.to_string());
+    // Encoders that write ASCII only, such as Python's json.dumps by default,
+    // escape every other character as \uXXXX in UTF-16: Python with lowercase
+    // hex digits, some Java libraries with uppercase ones.
+    if !value.is_ascii() {
+        forms.push(json_ascii_escape(json, false));
+        forms.push(json_ascii_escape(json, true));
+    }
 
     // Percent-encoding as in a connection URL; `+` for spaces as in a form body.
     let encoded = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
@@ -213,6 +221,27 @@ fn forms_of(value: &str, min_len: usize) -> Vec<String> {
     forms.sort();
     forms.dedup();
     forms
+}
+
+/// Rewrites the non-ASCII characters of a JSON-escaped string as `\uXXXX`
+/// escapes, with a surrogate pair for characters beyond U+FFFF.
+fn json_ascii_escape(json: &str, uppercase: bool) -> String {
+    let mut escaped = String::with_capacity(json.len() * 2);
+    for c in json.chars() {
+        if c.is_ascii() {
+            escaped.push(c);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            if uppercase {
+                escaped.push_str(&format!("\\u{unit:04X}"));
+            } else {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    escaped
 }
 
 /// Characters that URL libraries percent-encode in the userinfo part.
@@ -425,6 +454,22 @@ mod tests {
         for sample in samples {
             let out = redactor.redact(&sample);
             assert!(out.contains(MASK), "not masked: {sample}");
+        }
+    }
+
+    #[test]
+    fn ascii_only_json_escapes_are_masked() {
+        let redactor = redactor_with(&["Pässwörd-🔑"]);
+        for sample in [
+            r#"{"password": "P\u00e4ssw\u00f6rd-\ud83d\udd11"}"#,
+            r#"{"password": "P\u00E4ssw\u00F6rd-\uD83D\uDD11"}"#,
+        ] {
+            let out = redactor.redact(sample);
+            assert_eq!(
+                out,
+                format!(r#"{{"password": "{MASK}"}}"#),
+                "sample {sample}"
+            );
         }
     }
 

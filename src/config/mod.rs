@@ -192,6 +192,8 @@ pub struct SecretsConfig {
     pub allowed_prefixes: Vec<String>,
     /// Values shorter than this many bytes are not redacted.
     pub min_redact_length: usize,
+    /// Timeouts, retries, concurrency and caching of lookups.
+    pub resolver: crate::secrets::ResolverSettings,
 }
 
 /// The secrets store.
@@ -570,10 +572,11 @@ fn read_exec(mut section: Section, issues: &mut Issues) -> ExecConfig {
         .unwrap_or_default()
         .into_iter()
         .collect();
+    let env_path = section.path_of("env");
     for name in env.keys() {
         if name.starts_with("HYBRID_RUNNER_") {
             issues.push(
-                &section.path_of(name),
+                &reader::join(&env_path, name),
                 "names starting with HYBRID_RUNNER_ are set by the runner",
             );
         }
@@ -599,12 +602,29 @@ fn read_secrets(mut section: Section, issues: &mut Issues) -> Option<SecretsConf
         .integer("min_redact_length", 1, 1024, issues)
         .unwrap_or(crate::redact::DEFAULT_MIN_SECRET_LEN as u64)
         as usize;
+    let defaults = crate::secrets::ResolverSettings::default();
+    let resolver = crate::secrets::ResolverSettings {
+        timeout: section
+            .duration("timeout", issues)
+            .unwrap_or(defaults.timeout),
+        max_attempts: section
+            .integer("max_attempts", 1, 20, issues)
+            .map_or(defaults.max_attempts, |attempts| attempts as u32),
+        cache_ttl: section
+            .duration("cache_ttl", issues)
+            .filter(|ttl| !ttl.is_zero()),
+        concurrency: section
+            .integer("concurrency", 1, 256, issues)
+            .map_or(defaults.concurrency, |count| count as usize),
+        ..defaults
+    };
     let provider = read_provider(section.section("provider", issues), issues);
     section.finish(issues);
     Some(SecretsConfig {
         provider: provider?,
         allowed_prefixes,
         min_redact_length,
+        resolver,
     })
 }
 

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -124,7 +123,7 @@ impl Session {
                 attempt = 0;
             }
             attempt = attempt.saturating_add(1);
-            let delay = backoff_delay(
+            let delay = crate::backoff::full_jitter(
                 attempt,
                 self.config.reconnect_initial_delay,
                 self.config.reconnect_max_delay,
@@ -351,32 +350,5 @@ async fn next_text(socket: &mut Socket) -> Result<String, SessionError> {
             Some(Ok(Frame::Text(text))) => return Ok(text.to_string()),
             Some(Ok(_)) => {}
         }
-    }
-}
-
-/// Returns a random delay in `0..=min(max, initial * 2^(attempt-1))`
-/// ("full jitter"), so many runners that lost the same server spread out.
-pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(30);
-    let cap = initial.saturating_mul(1u32 << exponent).min(max);
-    let millis = cap.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(0..=millis))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped_and_grows() {
-        let initial = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for _ in 0..200 {
-            assert!(backoff_delay(1, initial, max) <= initial);
-            assert!(backoff_delay(3, initial, max) <= Duration::from_millis(400));
-            assert!(backoff_delay(30, initial, max) <= max);
-        }
-        let late: Vec<Duration> = (0..200).map(|_| backoff_delay(10, initial, max)).collect();
-        assert!(late.iter().any(|delay| *delay > Duration::from_millis(400)));
     }
 }

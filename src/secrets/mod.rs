@@ -9,19 +9,15 @@
 pub mod fields;
 mod providers;
 mod reference;
+mod resolver;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-
-use futures_util::{StreamExt, stream};
+use std::sync::Arc;
 
 use crate::config::{ProviderConfig, SecretsConfig};
-use crate::redact::{MASK, Redactor, Registration};
+use crate::redact::{MASK, Redactor};
 pub use providers::{EnvProvider, FileProvider};
 pub use reference::{REFERENCE_PREFIX, ReferenceError, SecretRef};
-
-/// Number of references of one run fetched at once.
-const FETCH_CONCURRENCY: usize = 8;
+pub use resolver::{Resolver, ResolverSettings, Source};
 
 /// A resolved secret value. Debug and Display print a mask, never the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,6 +76,34 @@ pub enum SecretError {
         detail: String,
     },
     #[error(
+        "reading {reference} from the {provider} store was throttled {attempts} times (looked up as {name:?}); retry later or raise the store's request quota"
+    )]
+    Throttled {
+        reference: String,
+        provider: &'static str,
+        name: String,
+        attempts: u32,
+    },
+    #[error(
+        "{reference} is disabled in the {provider} store (looked up as {name:?}): {detail}; enable it or pin another version"
+    )]
+    Disabled {
+        reference: String,
+        provider: &'static str,
+        name: String,
+        detail: String,
+    },
+    #[error(
+        "cannot reach the {provider} store for {reference} after {attempts} attempts (looked up as {name:?}): {detail}"
+    )]
+    Network {
+        reference: String,
+        provider: &'static str,
+        name: String,
+        attempts: u32,
+        detail: String,
+    },
+    #[error(
         "reading {reference} from the {provider} store failed (looked up as {name:?}): {detail}"
     )]
     Provider {
@@ -99,20 +123,40 @@ impl SecretError {
             | SecretError::NotFound { reference, .. }
             | SecretError::AccessDenied { reference, .. }
             | SecretError::InvalidName { reference, .. }
+            | SecretError::Throttled { reference, .. }
+            | SecretError::Disabled { reference, .. }
+            | SecretError::Network { reference, .. }
             | SecretError::Provider { reference, .. } => reference,
         }
     }
 }
 
-/// A provider-side failure, before the reference is attached.
+/// A provider-side failure of one fetch attempt, before the reference is
+/// attached. Details never contain a secret value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
+    /// The secret (or the requested version) does not exist.
     NotFound,
+    /// The store refused access (403, missing permission); the detail says which.
     AccessDenied(String),
+    /// The store asked to slow down (429 or a throttling error code).
+    Throttled {
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The requested version exists but is disabled or destroyed.
+    Disabled(String),
+    /// The store rejected the name as invalid.
+    InvalidName(String),
+    /// The store could not be reached or the connection failed; retryable.
+    Network(String),
+    /// The store answered with a server error (5xx); retryable.
+    Unavailable(String),
+    /// Any other failure; not retried.
     Other(String),
 }
 
-/// A secrets store.
+/// A secrets store. `fetch` makes one attempt; the resolver adds timeouts
+/// and retries around it.
 #[async_trait::async_trait]
 pub trait SecretProvider: Send + Sync {
     /// Short name used in messages, such as `file` or `aws`.
@@ -121,16 +165,31 @@ pub trait SecretProvider: Send + Sync {
     /// Maps a reference to the name the store uses.
     fn map_name(&self, reference: &SecretRef) -> Result<String, String>;
 
-    /// Fetches one value by its store name.
+    /// Fetches one value by its store name and optional version.
     async fn fetch(&self, name: &str, version: Option<&str>) -> Result<SecretValue, FetchError>;
 }
 
-/// Builds the provider selected in runner.yaml.
-pub fn provider_from_config(config: &ProviderConfig) -> Arc<dyn SecretProvider> {
-    match config {
+/// Builds the provider selected in runner.yaml. Cloud providers load their
+/// credentials here, so a setup error stops the runner at startup.
+pub async fn build_provider(config: &ProviderConfig) -> Result<Arc<dyn SecretProvider>, String> {
+    Ok(match config {
         ProviderConfig::File { path } => Arc::new(FileProvider::new(path.clone())),
         ProviderConfig::Env { prefix } => Arc::new(EnvProvider::new(prefix.clone())),
-    }
+    })
+}
+
+/// Builds the resolver described by the `secrets` section of runner.yaml.
+pub async fn resolver_from_config(
+    config: &SecretsConfig,
+    redactor: Arc<Redactor>,
+) -> Result<Resolver, String> {
+    let provider = build_provider(&config.provider).await?;
+    Ok(Resolver::new(
+        provider,
+        AccessPolicy::new(config.allowed_prefixes.clone()),
+        redactor,
+        config.resolver.clone(),
+    ))
 }
 
 /// The allowed reference prefixes.
@@ -159,149 +218,6 @@ impl AccessPolicy {
             reference: reference.to_string(),
             allowed: self.prefixes.join(", "),
         })
-    }
-}
-
-/// Resolves references through the policy and a provider, registering every
-/// value with the redactor as it arrives.
-pub struct Resolver {
-    provider: Arc<dyn SecretProvider>,
-    policy: AccessPolicy,
-    redactor: Arc<Redactor>,
-    /// References already warned about for being too short to redact.
-    warned_short: Mutex<BTreeSet<String>>,
-}
-
-impl Resolver {
-    pub fn new(
-        provider: Arc<dyn SecretProvider>,
-        policy: AccessPolicy,
-        redactor: Arc<Redactor>,
-    ) -> Self {
-        Resolver {
-            provider,
-            policy,
-            redactor,
-            warned_short: Mutex::new(BTreeSet::new()),
-        }
-    }
-
-    /// Builds a resolver from the `secrets` section of runner.yaml.
-    pub fn from_config(config: &SecretsConfig, redactor: Arc<Redactor>) -> Self {
-        Resolver::new(
-            provider_from_config(&config.provider),
-            AccessPolicy::new(config.allowed_prefixes.clone()),
-            redactor,
-        )
-    }
-
-    pub fn policy(&self) -> &AccessPolicy {
-        &self.policy
-    }
-
-    pub fn provider_kind(&self) -> &'static str {
-        self.provider.kind()
-    }
-
-    /// Maps a reference to its store name, as `resolve` would.
-    pub fn mapped_name(&self, reference: &SecretRef) -> Result<String, SecretError> {
-        self.provider
-            .map_name(reference)
-            .map_err(|detail| SecretError::InvalidName {
-                reference: reference.to_string(),
-                provider: self.provider.kind(),
-                detail,
-            })
-    }
-
-    /// Resolves one reference.
-    pub async fn resolve(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
-        if let Err(error) = self.policy.check(reference) {
-            tracing::warn!(reference = %reference, "secret reference denied by policy");
-            return Err(error);
-        }
-        let name = self.mapped_name(reference)?;
-        let provider = self.provider.kind();
-        let value = self
-            .provider
-            .fetch(&name, reference.version())
-            .await
-            .map_err(|error| match error {
-                FetchError::NotFound => SecretError::NotFound {
-                    reference: reference.to_string(),
-                    provider,
-                    name: name.clone(),
-                },
-                FetchError::AccessDenied(detail) => SecretError::AccessDenied {
-                    reference: reference.to_string(),
-                    provider,
-                    name: name.clone(),
-                    detail,
-                },
-                FetchError::Other(detail) => SecretError::Provider {
-                    reference: reference.to_string(),
-                    provider,
-                    name: name.clone(),
-                    detail,
-                },
-            })?;
-        self.register(reference, &value);
-        Ok(value)
-    }
-
-    /// Resolves distinct references concurrently; returns the first failure
-    /// in reference order when any fails.
-    pub async fn resolve_all(
-        &self,
-        references: &BTreeSet<SecretRef>,
-    ) -> Result<BTreeMap<SecretRef, SecretValue>, SecretError> {
-        // Policy first, so a denied reference stops the run before any fetch.
-        for reference in references {
-            if let Err(error) = self.policy.check(reference) {
-                tracing::warn!(reference = %reference, "secret reference denied by policy");
-                return Err(error);
-            }
-        }
-        let results: Vec<(SecretRef, Result<SecretValue, SecretError>)> =
-            stream::iter(references.iter().cloned())
-                .map(|reference| async move {
-                    let result = self.resolve(&reference).await;
-                    (reference, result)
-                })
-                .buffer_unordered(FETCH_CONCURRENCY)
-                .collect()
-                .await;
-        let mut values = BTreeMap::new();
-        let mut failures = BTreeMap::new();
-        for (reference, result) in results {
-            match result {
-                Ok(value) => {
-                    values.insert(reference, value);
-                }
-                Err(error) => {
-                    failures.insert(reference, error);
-                }
-            }
-        }
-        match failures.into_values().next() {
-            Some(error) => Err(error),
-            None => Ok(values),
-        }
-    }
-
-    /// Registers a value with the redactor; warns once per reference when the
-    /// value is too short to redact.
-    fn register(&self, reference: &SecretRef, value: &SecretValue) {
-        if self.redactor.register(value.expose()) == Registration::TooShort {
-            let mut warned = self.warned_short.lock().unwrap_or_else(|e| e.into_inner());
-            if warned.insert(reference.to_string()) {
-                tracing::warn!(
-                    reference = %reference,
-                    min_length = self.redactor.min_len(),
-                    "secret value is shorter than the redaction minimum and will not be masked in output"
-                );
-            }
-        }
     }
 }
 

@@ -1,0 +1,377 @@
+//! Resolution of references: policy, name mapping, timeouts, retries,
+//! single-flight and the optional cache.
+//!
+//! Concurrent lookups of the same store name and version share one request.
+//! The cache is off unless `secrets.cache_ttl` is set, so a rotated value is
+//! seen at the next run. Every value is registered with the redactor inside
+//! the shared fetch, before any caller sees it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::{StreamExt, stream};
+
+use super::{AccessPolicy, FetchError, SecretError, SecretProvider, SecretRef, SecretValue};
+use crate::redact::{Redactor, Registration};
+
+/// Longest `Retry-After` honoured; longer requests are cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Timeouts, retries, concurrency and caching of lookups.
+#[derive(Debug, Clone)]
+pub struct ResolverSettings {
+    /// Time limit of one fetch attempt.
+    pub timeout: Duration,
+    /// Attempts per lookup, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long a fetched value is reused; `None` turns the cache off.
+    pub cache_ttl: Option<Duration>,
+    /// Distinct references of one run fetched at once.
+    pub concurrency: usize,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        ResolverSettings {
+            timeout: Duration::from_secs(10),
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            cache_ttl: None,
+            concurrency: 8,
+        }
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Store,
+    Cache,
+}
+
+/// A store name and version: the key of the cache and of in-flight requests.
+type Key = (String, Option<String>);
+
+type SharedFetch = Shared<BoxFuture<'static, Result<SecretValue, SecretError>>>;
+
+struct Inner {
+    provider: Arc<dyn SecretProvider>,
+    policy: AccessPolicy,
+    redactor: Arc<Redactor>,
+    settings: ResolverSettings,
+    in_flight: Mutex<HashMap<Key, SharedFetch>>,
+    cache: Mutex<HashMap<Key, (Instant, SecretValue)>>,
+    /// References already warned about for being too short to redact.
+    warned_short: Mutex<BTreeSet<String>>,
+}
+
+/// Resolves references through the policy and a provider.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+impl Resolver {
+    pub fn new(
+        provider: Arc<dyn SecretProvider>,
+        policy: AccessPolicy,
+        redactor: Arc<Redactor>,
+        settings: ResolverSettings,
+    ) -> Self {
+        Resolver {
+            inner: Arc::new(Inner {
+                provider,
+                policy,
+                redactor,
+                settings,
+                in_flight: Mutex::new(HashMap::new()),
+                cache: Mutex::new(HashMap::new()),
+                warned_short: Mutex::new(BTreeSet::new()),
+            }),
+        }
+    }
+
+    pub fn policy(&self) -> &AccessPolicy {
+        &self.inner.policy
+    }
+
+    pub fn provider_kind(&self) -> &'static str {
+        self.inner.provider.kind()
+    }
+
+    /// Maps a reference to its store name, as `resolve` does.
+    pub fn mapped_name(&self, reference: &SecretRef) -> Result<String, SecretError> {
+        self.inner
+            .provider
+            .map_name(reference)
+            .map_err(|detail| SecretError::InvalidName {
+                reference: reference.to_string(),
+                provider: self.inner.provider.kind(),
+                detail,
+            })
+    }
+
+    /// Resolves one reference.
+    pub async fn resolve(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
+        self.resolve_with_source(reference)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Resolves one reference and tells whether the cache served it.
+    pub async fn resolve_with_source(
+        &self,
+        reference: &SecretRef,
+    ) -> Result<(SecretValue, Source), SecretError> {
+        if let Err(error) = self.inner.policy.check(reference) {
+            tracing::warn!(reference = %reference, "secret reference denied by policy");
+            return Err(error);
+        }
+        let name = self.mapped_name(reference)?;
+        let key: Key = (name, reference.version().map(str::to_string));
+        if let Some(value) = self.cached(&key) {
+            return Ok((value, Source::Cache));
+        }
+
+        let fetch = self.shared_fetch(reference, &key);
+        let result = fetch.await;
+        self.lock_in_flight().remove(&key);
+        let value = result?;
+        if let Some(ttl) = self.inner.settings.cache_ttl {
+            let expires = Instant::now() + ttl;
+            self.lock_cache().insert(key, (expires, value.clone()));
+        }
+        Ok((value, Source::Store))
+    }
+
+    /// Resolves distinct references concurrently. The policy is checked for
+    /// all of them first, so a denied reference stops the run before any
+    /// fetch. Returns the first failure in reference order when any fails.
+    pub async fn resolve_all(
+        &self,
+        references: &BTreeSet<SecretRef>,
+    ) -> Result<BTreeMap<SecretRef, SecretValue>, SecretError> {
+        for reference in references {
+            if let Err(error) = self.inner.policy.check(reference) {
+                tracing::warn!(reference = %reference, "secret reference denied by policy");
+                return Err(error);
+            }
+        }
+        let results: Vec<(SecretRef, Result<SecretValue, SecretError>)> =
+            stream::iter(references.iter().cloned())
+                .map(|reference| async move {
+                    let result = self.resolve(&reference).await;
+                    (reference, result)
+                })
+                .buffer_unordered(self.inner.settings.concurrency.max(1))
+                .collect()
+                .await;
+        let mut values = BTreeMap::new();
+        let mut failures = BTreeMap::new();
+        for (reference, result) in results {
+            match result {
+                Ok(value) => {
+                    values.insert(reference, value);
+                }
+                Err(error) => {
+                    failures.insert(reference, error);
+                }
+            }
+        }
+        match failures.into_values().next() {
+            Some(error) => Err(error),
+            None => Ok(values),
+        }
+    }
+
+    fn cached(&self, key: &Key) -> Option<SecretValue> {
+        self.inner.settings.cache_ttl?;
+        let mut cache = self.lock_cache();
+        match cache.get(key) {
+            Some((expires, value)) if *expires > Instant::now() => Some(value.clone()),
+            Some(_) => {
+                cache.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Returns the in-flight fetch of `key`, starting one when there is none.
+    fn shared_fetch(&self, reference: &SecretRef, key: &Key) -> SharedFetch {
+        let mut in_flight = self.lock_in_flight();
+        if let Some(fetch) = in_flight.get(key) {
+            return fetch.clone();
+        }
+        let inner = Arc::clone(&self.inner);
+        let reference = reference.clone();
+        let (name, version) = key.clone();
+        let fetch = async move {
+            let value = fetch_with_retry(&inner, &reference, &name, version.as_deref()).await?;
+            register(&inner, &reference, &value);
+            Ok(value)
+        }
+        .boxed()
+        .shared();
+        in_flight.insert(key.clone(), fetch.clone());
+        fetch
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Key, SharedFetch>> {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, SecretValue)>> {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Fetches with a time limit per attempt, retrying throttling, 5xx and
+/// network failures with backoff; a `Retry-After` from the store is honoured.
+async fn fetch_with_retry(
+    inner: &Inner,
+    reference: &SecretRef,
+    name: &str,
+    version: Option<&str>,
+) -> Result<SecretValue, SecretError> {
+    let settings = &inner.settings;
+    let max_attempts = settings.max_attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let result = tokio::time::timeout(settings.timeout, inner.provider.fetch(name, version))
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError::Network(format!(
+                    "timed out after {}",
+                    humantime::format_duration(settings.timeout)
+                )))
+            });
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let retryable = matches!(
+            error,
+            FetchError::Throttled { .. } | FetchError::Network(_) | FetchError::Unavailable(_)
+        );
+        if !retryable || attempt >= max_attempts {
+            return Err(to_secret_error(error, inner, reference, name, attempt));
+        }
+        let delay = match &error {
+            FetchError::Throttled {
+                retry_after: Some(after),
+            } => (*after).min(MAX_RETRY_AFTER),
+            _ => {
+                crate::backoff::full_jitter(attempt, settings.initial_backoff, settings.max_backoff)
+            }
+        };
+        tracing::warn!(
+            reference = %reference,
+            provider = inner.provider.kind(),
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            error = %describe(&error),
+            "secret fetch failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+fn describe(error: &FetchError) -> String {
+    match error {
+        FetchError::NotFound => "not found".into(),
+        FetchError::AccessDenied(detail) => format!("access denied: {detail}"),
+        FetchError::Throttled { .. } => "throttled".into(),
+        FetchError::Disabled(detail) => format!("disabled: {detail}"),
+        FetchError::InvalidName(detail) => format!("invalid name: {detail}"),
+        FetchError::Network(detail) => format!("network failure: {detail}"),
+        FetchError::Unavailable(detail) => format!("store unavailable: {detail}"),
+        FetchError::Other(detail) => detail.clone(),
+    }
+}
+
+fn to_secret_error(
+    error: FetchError,
+    inner: &Inner,
+    reference: &SecretRef,
+    name: &str,
+    attempts: u32,
+) -> SecretError {
+    let reference = reference.to_string();
+    let provider = inner.provider.kind();
+    let name = name.to_string();
+    match error {
+        FetchError::NotFound => SecretError::NotFound {
+            reference,
+            provider,
+            name,
+        },
+        FetchError::AccessDenied(detail) => SecretError::AccessDenied {
+            reference,
+            provider,
+            name,
+            detail,
+        },
+        FetchError::Throttled { .. } => SecretError::Throttled {
+            reference,
+            provider,
+            name,
+            attempts,
+        },
+        FetchError::Disabled(detail) => SecretError::Disabled {
+            reference,
+            provider,
+            name,
+            detail,
+        },
+        FetchError::InvalidName(detail) => SecretError::InvalidName {
+            reference,
+            provider,
+            detail,
+        },
+        FetchError::Network(detail) => SecretError::Network {
+            reference,
+            provider,
+            name,
+            attempts,
+            detail,
+        },
+        FetchError::Unavailable(detail) | FetchError::Other(detail) => SecretError::Provider {
+            reference,
+            provider,
+            name,
+            detail,
+        },
+    }
+}
+
+/// Registers a value with the redactor; warns once per reference when the
+/// value is too short to redact.
+fn register(inner: &Inner, reference: &SecretRef, value: &SecretValue) {
+    if inner.redactor.register(value.expose()) != Registration::TooShort {
+        return;
+    }
+    let mut warned = inner
+        .warned_short
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if warned.insert(reference.to_string()) {
+        tracing::warn!(
+            reference = %reference,
+            min_length = inner.redactor.min_len(),
+            "secret value is shorter than the redaction minimum and will not be masked in output"
+        );
+    }
+}
