@@ -38,6 +38,22 @@ pub struct ControlPlaneArgs {
     pub heartbeat_interval: Duration,
 }
 
+/// Arguments of `hybrid-runner secrets get`.
+#[derive(Debug, clap::Args)]
+pub struct SecretsGetArgs {
+    /// The reference, such as 'secret:/collate/hybrid-ingestion/mysql/password'.
+    pub reference: String,
+    /// Path of runner.yaml.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print the value itself; rejected when standard output is not a terminal.
+    #[arg(long)]
+    pub reveal: bool,
+    /// With --reveal, print the value even when standard output is not a terminal.
+    #[arg(long, requires = "reveal")]
+    pub force: bool,
+}
+
 /// Arguments of `hybrid-runner quickstart`.
 #[derive(Debug, clap::Args)]
 pub struct QuickstartArgs {
@@ -150,6 +166,93 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// `hybrid-runner secrets get`: resolves one reference as a run would.
+pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
+    use std::io::IsTerminal;
+
+    let config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if args.reveal && !args.force && !std::io::stdout().is_terminal() {
+        eprintln!(
+            "error: --reveal prints the secret value, and standard output is not a terminal; add --force to print it anyway"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let reference = match crate::secrets::SecretRef::parse(&args.reference) {
+        Ok(reference) if crate::secrets::SecretRef::is_reference(&args.reference) => reference,
+        Ok(_) => {
+            eprintln!(
+                "error: {:?} is not a reference; write it as secret:/path",
+                args.reference
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
+    crate::logging::init("warn", false, Arc::clone(&redactor));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let resolver = match crate::secrets::resolver_from_config(&config.secrets, redactor).await {
+            Ok(resolver) => resolver,
+            Err(error) => {
+                eprintln!("error: cannot set up the secrets provider: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print_lookup(&resolver, &reference, args.reveal).await
+    })
+}
+
+async fn print_lookup(
+    resolver: &crate::secrets::Resolver,
+    reference: &crate::secrets::SecretRef,
+    reveal: bool,
+) -> ExitCode {
+    println!("reference: {reference}");
+    println!("provider:  {}", resolver.provider_kind());
+    match resolver.mapped_name(reference) {
+        Ok(name) => println!("name:      {name}"),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("version:   {}", reference.version().unwrap_or("latest"));
+    match resolver.resolve(reference).await {
+        Ok(value) if reveal => {
+            println!("value:     {}", value.expose());
+            ExitCode::SUCCESS
+        }
+        Ok(value) => {
+            println!(
+                "value:     {} ({} bytes; --reveal prints it)",
+                crate::redact::MASK,
+                value.expose().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `hybrid-runner control-plane`: serves until Ctrl-C or SIGTERM.

@@ -30,6 +30,9 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Look up secrets the way runs do, to check access and name mapping.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Run the reference control plane (for development, demos and tests).
     ControlPlane(commands::ControlPlaneArgs),
     /// Start a control plane and a runner on 127.0.0.1, submit the example
@@ -45,11 +48,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Resolve one reference through the policy and provider of runner.yaml
+    /// and print the provider, mapped name, version and value length.
+    Get(commands::SecretsGetArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => commands::run(&config),
         Command::Check { config } => commands::check(&config),
+        Command::Secrets(SecretsCommand::Get(args)) => commands::secrets_get(args),
         Command::ControlPlane(args) => commands::control_plane(args),
         Command::Quickstart(args) => commands::quickstart(args),
         Command::DemoConnector { config } => commands::demo_connector(&config),
