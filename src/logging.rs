@@ -59,8 +59,8 @@ pub fn init(level: &str, json: bool, redactor: Arc<Redactor>) {
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = RedactingStderr { redactor };
-    // Colours only on a terminal: a log file or collector would otherwise
-    // receive escape codes around every field name.
+    // Colours only on a terminal, because a log file or collector would
+    // otherwise receive escape codes around every field name.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

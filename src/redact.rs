@@ -201,8 +201,8 @@ fn forms_of(value: &str, min_len: usize) -> Vec<String> {
     let json = &json[1..json.len().saturating_sub(1)];
     forms.push(json.to_string());
     // Encoders that write ASCII only, such as Python's json.dumps by default,
-    // escape every other character as \uXXXX in UTF-16: Python with lowercase
-    // hex digits, some Java libraries with uppercase ones.
+    // escape every other character as \uXXXX in UTF-16. Python writes
+    // lowercase hex digits and some Java libraries write uppercase ones.
     if !value.is_ascii() {
         forms.push(json_ascii_escape(json, false));
         forms.push(json_ascii_escape(json, true));
