@@ -6,7 +6,7 @@
 //! one with exactly one final `run.status`. Everything it reports goes through
 //! the outbox, which redacts it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +29,9 @@ use crate::workflow::{Workflow, WorkflowError};
 
 /// Most lines in one `run.log` chunk.
 const LOG_CHUNK_LINES: usize = 200;
+
+/// Output lines quoted in the reason of a failed run, each cut to 300 characters.
+const FAILURE_TAIL_LINES: usize = 5;
 
 /// Longest time a log line waits before its chunk is sent.
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -391,7 +394,15 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let (state, reason, exit_code) = final_state(result, cancel_reason);
+        drop(lines_tx);
+        let (last_line, tail) = logger.await.unwrap_or_default();
+
+        let (state, mut reason, exit_code) = final_state(result, cancel_reason);
+        if state == PipelineState::Failed && !tail.is_empty() {
+            // The lines are already redacted, and they usually say why.
+            let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+            reason = reason.map(|reason| format!("{reason}; last output: {}", tail.join(" | ")));
+        }
         let state_name = serde_json::to_value(state)
             .ok()
             .and_then(|value| value.as_str().map(str::to_string))
@@ -400,11 +411,16 @@ impl Dispatcher {
             Some(reason) => format!("run ended: {state_name} ({reason})"),
             None => format!("run ended: {state_name}"),
         };
-        let _ = lines_tx
-            .send((LogStream::Runner, runner_line(summary)))
-            .await;
-        drop(lines_tx);
-        let _ = logger.await;
+        self.outbox.push(&RunLog {
+            run_id: request.run_id.clone(),
+            lines: vec![LogLine {
+                n: last_line + 1,
+                stream: LogStream::Runner,
+                ts: crate::now_millis(),
+                text: summary,
+                truncated: false,
+            }],
+        });
 
         // The slot is free before the final status goes out, so the control
         // plane can submit the next run as soon as it sees this one end.
@@ -521,12 +537,15 @@ fn check_run_id(run_id: &str) -> Result<(), Rejection> {
 }
 
 /// Groups output lines into `run.log` chunks, numbered from 1 in arrival order.
+/// Returns the number of the last line sent and the last few lines the
+/// workflow process wrote.
 async fn forward_logs(
     outbox: Arc<Outbox>,
     run_id: String,
     mut lines: mpsc::Receiver<(LogStream, RedactedLine)>,
-) {
+) -> (u64, VecDeque<String>) {
     let mut number = 0u64;
+    let mut tail = VecDeque::with_capacity(FAILURE_TAIL_LINES);
     let mut chunk: Vec<LogLine> = Vec::new();
     // A chunk is sent when full or when its first line is LOG_FLUSH_INTERVAL old.
     let mut deadline = tokio::time::Instant::now();
@@ -546,6 +565,12 @@ async fn forward_logs(
         };
         let Some((stream, line)) = next else { break };
         number += 1;
+        if stream != LogStream::Runner && !line.text.trim().is_empty() {
+            if tail.len() == FAILURE_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.text.chars().take(300).collect());
+        }
         chunk.push(LogLine {
             n: number,
             stream,
@@ -558,6 +583,7 @@ async fn forward_logs(
         }
     }
     flush(&outbox, &run_id, &mut chunk);
+    (number, tail)
 }
 
 fn flush(outbox: &Outbox, run_id: &str, chunk: &mut Vec<LogLine>) {

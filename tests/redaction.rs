@@ -272,6 +272,11 @@ exit 1
     assert_eq!(document["exitCode"], 1, "run: {document}");
     let reason = document["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("exited with code 1"), "reason: {reason:?}");
+    assert!(
+        reason.contains("last output: ")
+            && reason.contains("connection failed for mysql://openmetadata_user:******@"),
+        "reason: {reason:?}"
+    );
     let stderr = case.control_plane.log_texts(&run_id, "stderr").await;
     assert!(
         stderr

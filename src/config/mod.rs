@@ -164,9 +164,20 @@ pub struct CommandTemplate {
 impl CommandTemplate {
     /// Substitutes the placeholders.
     pub fn render(&self, config: &Path, run_dir: &Path) -> (String, Vec<String>) {
+        let config = config.to_string_lossy();
+        let run_dir = run_dir.to_string_lossy();
         let substitute = |text: &str| {
-            text.replace("{config}", &config.to_string_lossy())
-                .replace("{run_dir}", &run_dir.to_string_lossy())
+            let mut out = String::with_capacity(text.len());
+            for piece in template_pieces(text) {
+                match piece {
+                    Piece::Text(text) => out.push_str(text),
+                    Piece::Placeholder("{config}") => out.push_str(&config),
+                    Piece::Placeholder("{run_dir}") => out.push_str(&run_dir),
+                    // `load` rejects unknown placeholders, so none reach here.
+                    Piece::Placeholder(other) => out.push_str(other),
+                }
+            }
+            out
         };
         (
             substitute(&self.program),
@@ -541,23 +552,51 @@ fn read_command(value: &Value, path: &str, issues: &mut Issues) -> Option<Option
 }
 
 fn check_placeholders(argument: &str, path: &str, issues: &mut Issues) {
-    let mut rest = argument;
-    while let Some(start) = rest.find('{') {
-        let Some(length) = rest[start..].find('}') else {
-            break;
-        };
-        let placeholder = &rest[start..start + length + 1];
-        if !PLACEHOLDERS.contains(&placeholder) {
+    for piece in template_pieces(argument) {
+        if let Piece::Placeholder(placeholder) = piece
+            && !PLACEHOLDERS.contains(&placeholder)
+        {
             issues.push(
                 path,
                 format!(
-                    "unknown placeholder {placeholder}; available: {}",
+                    "unknown placeholder {placeholder}; available: {}; write {{{{ and }}}} for literal braces",
                     PLACEHOLDERS.join(", ")
                 ),
             );
         }
-        rest = &rest[start + length + 1..];
     }
+}
+
+/// A part of a command argument.
+enum Piece<'a> {
+    Text(&'a str),
+    /// `{name}`, braces included.
+    Placeholder(&'a str),
+}
+
+/// Splits an argument into text and `{name}` placeholders; `{{` and `}}`
+/// are literal braces.
+fn template_pieces(argument: &str) -> Vec<Piece<'_>> {
+    let mut pieces = Vec::new();
+    let mut rest = argument;
+    while let Some(at) = rest.find(['{', '}']) {
+        pieces.push(Piece::Text(&rest[..at]));
+        rest = &rest[at..];
+        if rest.starts_with("{{") || rest.starts_with("}}") {
+            pieces.push(Piece::Text(&rest[..1]));
+            rest = &rest[2..];
+        } else if rest.starts_with('{')
+            && let Some(end) = rest.find('}')
+        {
+            pieces.push(Piece::Placeholder(&rest[..=end]));
+            rest = &rest[end + 1..];
+        } else {
+            pieces.push(Piece::Text(&rest[..1]));
+            rest = &rest[1..];
+        }
+    }
+    pieces.push(Piece::Text(rest));
+    pieces
 }
 
 fn read_exec(mut section: Section, issues: &mut Issues) -> ExecConfig {

@@ -171,3 +171,13 @@ fn missing_sections_are_named() {
             .any(|issue| issue.starts_with("secrets.provider: missing required section"))
     );
 }
+
+#[test]
+fn doubled_braces_are_literal() {
+    let text = format!(
+        "{MINIMAL}pipelines:\n  custom: [sh, -c, 'echo $${{{{HOME}}}} {{{{x}}}}', '{{config}}']\n"
+    );
+    let config = parse(&text, &[]).unwrap();
+    let (_, args) = config.pipelines["custom"].render(Path::new("/w/c.json"), Path::new("/w"));
+    assert_eq!(args, vec!["-c", "echo ${HOME} {x}", "/w/c.json"]);
+}

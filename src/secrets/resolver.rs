@@ -42,7 +42,7 @@ impl Default for ResolverSettings {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             cache_ttl: None,
-            concurrency: 8,
+            concurrency: 16,
         }
     }
 }
