@@ -7,7 +7,8 @@
 //! alternate, so machine noise hits both alike.
 //!
 //! Run with `cargo bench --bench run_latency` (`RUNS=N` sets the sample
-//! count, 300 by default).
+//! count, 300 by default). Under `cargo test` it runs 5 samples as a smoke
+//! test.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -40,10 +41,13 @@ workflowConfig:
 ";
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a
+    // quick smoke test instead.
+    let full = std::env::args().any(|arg| arg == "--bench");
     let runs: usize = std::env::var("RUNS")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(if full { 300 } else { 5 });
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(bench(runs));
 }
