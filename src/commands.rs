@@ -111,10 +111,7 @@ pub fn check(path: &Path) -> ExitCode {
         path.display(),
         config.agent_id,
         config.pipelines.len(),
-        match &config.secrets.provider {
-            ProviderConfig::File { .. } => "file",
-            ProviderConfig::Env { .. } => "env",
-        },
+        config.secrets.provider.kind(),
         config.secrets.allowed_prefixes.join(", ")
     );
     ExitCode::SUCCESS

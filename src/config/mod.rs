@@ -214,7 +214,30 @@ pub enum ProviderConfig {
     File { path: PathBuf },
     /// Environment variables named after the reference path.
     Env { prefix: String },
+    /// Azure Key Vault.
+    #[cfg(feature = "azure")]
+    Azure(crate::secrets::azure::AzureSettings),
 }
+
+impl ProviderConfig {
+    /// Returns the `type` name of the provider.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::File { .. } => "file",
+            ProviderConfig::Env { .. } => "env",
+            #[cfg(feature = "azure")]
+            ProviderConfig::Azure(_) => "azure",
+        }
+    }
+}
+
+/// Provider types compiled into this build.
+pub const PROVIDER_TYPES: &[&str] = &[
+    "file",
+    "env",
+    #[cfg(feature = "azure")]
+    "azure",
+];
 
 /// Runner log output.
 #[derive(Debug, Clone)]
@@ -671,7 +694,10 @@ fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderCo
     if !section.is_present() {
         issues.push(
             "secrets.provider",
-            "missing required section; set type: file (with path) or type: env",
+            format!(
+                "missing required section; set type to one of: {}",
+                PROVIDER_TYPES.join(", ")
+            ),
         );
         return None;
     }
@@ -689,10 +715,17 @@ fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderCo
                 .string("prefix", issues)
                 .unwrap_or_else(|| "HYBRID_RUNNER_SECRET_".to_string()),
         }),
+        #[cfg(feature = "azure")]
+        Some("azure") => {
+            crate::secrets::azure::read(&mut section, issues).map(ProviderConfig::Azure)
+        }
         Some(other) => {
             issues.push(
                 &section.path_of("type"),
-                format!("unknown provider {other:?}; this build supports: file, env"),
+                format!(
+                    "unknown provider {other:?}; this build supports: {}",
+                    PROVIDER_TYPES.join(", ")
+                ),
             );
             None
         }

@@ -6,6 +6,8 @@
 //! value with the redactor before anyone else sees it. Values are held in
 //! [`SecretValue`], whose Debug and Display print a mask.
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod fields;
 mod providers;
 mod reference;
@@ -175,6 +177,8 @@ pub async fn build_provider(config: &ProviderConfig) -> Result<Arc<dyn SecretPro
     Ok(match config {
         ProviderConfig::File { path } => Arc::new(FileProvider::new(path.clone())),
         ProviderConfig::Env { prefix } => Arc::new(EnvProvider::new(prefix.clone())),
+        #[cfg(feature = "azure")]
+        ProviderConfig::Azure(settings) => Arc::new(azure::AzureProvider::new(settings).await?),
     })
 }
 
