@@ -214,9 +214,15 @@ pub enum ProviderConfig {
     File { path: PathBuf },
     /// Environment variables named after the reference path.
     Env { prefix: String },
+    /// AWS Secrets Manager.
+    #[cfg(feature = "aws")]
+    Aws(crate::secrets::aws::AwsSettings),
     /// Azure Key Vault.
     #[cfg(feature = "azure")]
     Azure(crate::secrets::azure::AzureSettings),
+    /// GCP Secret Manager.
+    #[cfg(feature = "gcp")]
+    Gcp(crate::secrets::gcp::GcpSettings),
 }
 
 impl ProviderConfig {
@@ -225,8 +231,12 @@ impl ProviderConfig {
         match self {
             ProviderConfig::File { .. } => "file",
             ProviderConfig::Env { .. } => "env",
+            #[cfg(feature = "aws")]
+            ProviderConfig::Aws(_) => "aws",
             #[cfg(feature = "azure")]
             ProviderConfig::Azure(_) => "azure",
+            #[cfg(feature = "gcp")]
+            ProviderConfig::Gcp(_) => "gcp",
         }
     }
 }
@@ -235,8 +245,12 @@ impl ProviderConfig {
 pub const PROVIDER_TYPES: &[&str] = &[
     "file",
     "env",
+    #[cfg(feature = "aws")]
+    "aws",
     #[cfg(feature = "azure")]
     "azure",
+    #[cfg(feature = "gcp")]
+    "gcp",
 ];
 
 /// Runner log output.
@@ -715,6 +729,16 @@ fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderCo
                 .string("prefix", issues)
                 .unwrap_or_else(|| "HYBRID_RUNNER_SECRET_".to_string()),
         }),
+        #[cfg(feature = "aws")]
+        Some("aws") => Some(ProviderConfig::Aws(crate::secrets::aws::AwsSettings::read(
+            &mut section,
+            issues,
+        ))),
+        #[cfg(feature = "gcp")]
+        Some("gcp") => Some(ProviderConfig::Gcp(crate::secrets::gcp::GcpSettings::read(
+            &mut section,
+            issues,
+        ))),
         #[cfg(feature = "azure")]
         Some("azure") => {
             crate::secrets::azure::read(&mut section, issues).map(ProviderConfig::Azure)

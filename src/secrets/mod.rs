@@ -6,12 +6,18 @@
 //! value with the redactor before anyone else sees it. Values are held in
 //! [`SecretValue`], whose Debug and Display print a mask.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod fields;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 mod providers;
 mod reference;
 mod resolver;
+#[cfg(all(test, any(feature = "aws", feature = "gcp")))]
+mod test_server;
 
 use std::sync::Arc;
 
@@ -177,8 +183,12 @@ pub async fn build_provider(config: &ProviderConfig) -> Result<Arc<dyn SecretPro
     Ok(match config {
         ProviderConfig::File { path } => Arc::new(FileProvider::new(path.clone())),
         ProviderConfig::Env { prefix } => Arc::new(EnvProvider::new(prefix.clone())),
+        #[cfg(feature = "aws")]
+        ProviderConfig::Aws(settings) => Arc::new(aws::AwsProvider::new(settings).await?),
         #[cfg(feature = "azure")]
         ProviderConfig::Azure(settings) => Arc::new(azure::AzureProvider::new(settings).await?),
+        #[cfg(feature = "gcp")]
+        ProviderConfig::Gcp(settings) => Arc::new(gcp::GcpProvider::new(settings).await?),
     })
 }
 
