@@ -98,7 +98,7 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let (errors, warnings) = check_environment(&config);
     for warning in &warnings {
-        println!("warning: {warning}");
+        eprintln!("warning: {warning}");
     }
     if !errors.is_empty() {
         for error in &errors {
@@ -107,10 +107,15 @@ pub fn check(path: &Path) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     println!(
-        "{} is valid: agent {}, {} pipeline types, secrets from the {} provider, allowed prefixes {}",
+        "{} is valid: agent {}, pipeline types {}, secrets from the {} provider, allowed prefixes {}",
         path.display(),
         config.agent_id,
-        config.pipelines.len(),
+        config
+            .pipelines
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         config.secrets.provider.kind(),
         config.secrets.allowed_prefixes.join(", ")
     );
@@ -138,12 +143,17 @@ fn check_environment(config: &Config) -> (Vec<String>, Vec<String>) {
         ));
     }
     for (pipeline, command) in &config.pipelines {
-        if !program_exists(&command.program) {
-            warnings.push(format!(
-                "pipelines.{pipeline}: program {:?} is not on PATH; runs of this type will fail until it is installed",
-                command.program
-            ));
+        if program_exists(&command.program) {
+            continue;
         }
+        let problem = if command.program.contains('/') {
+            format!("program {:?} does not exist", command.program)
+        } else {
+            format!("program {:?} is not on PATH", command.program)
+        };
+        warnings.push(format!(
+            "pipelines.{pipeline}: {problem}; runs of this type will fail until it is installed (set pipelines.{pipeline}: false if this runner does not run them)"
+        ));
     }
     (errors, warnings)
 }

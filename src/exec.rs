@@ -143,9 +143,9 @@ pub async fn run(
             .take()
             .map(|err| forward(err, LogStream::Stderr, &redactor, &spec, lines.clone())),
     ];
-    drop(lines);
 
-    let outcome = supervise(&mut child, pid, &spec, cancel).await;
+    let outcome = supervise(&mut child, pid, &spec, cancel, &lines).await;
+    drop(lines);
 
     // Grandchildren may outlive the child and hold the output pipes open.
     signal_group(pid, Signal::SIGKILL);
@@ -219,11 +219,14 @@ fn spawn(spec: &ExecSpec, config_path: &Path, run_dir: &Path) -> std::io::Result
 }
 
 /// Waits for the child, stopping it on cancel or timeout.
+/// Waits for the child, stopping it on cancel or timeout. Each signal the
+/// runner sends is noted in the run's log.
 async fn supervise(
     child: &mut Child,
     pid: u32,
     spec: &ExecSpec,
     cancel: CancellationToken,
+    lines: &mpsc::Sender<(LogStream, RedactedLine)>,
 ) -> Outcome {
     let stop_reason = tokio::select! {
         status = child.wait() => return exit_outcome(status),
@@ -236,12 +239,28 @@ async fn supervise(
         grace_ms = spec.cancel_grace.as_millis() as u64,
         "stopping run: SIGTERM to its process group"
     );
+    let why = if stop_reason.is_some() {
+        "timed out"
+    } else {
+        "cancelled"
+    };
+    note(
+        lines,
+        format!("run {why}: sent SIGTERM to the process group"),
+    )
+    .await;
     signal_group(pid, Signal::SIGTERM);
     if tokio::time::timeout(spec.cancel_grace, child.wait())
         .await
         .is_err()
     {
         tracing::info!(run_id = %spec.run_id, "grace period over: SIGKILL to its process group");
+        let grace = humantime::format_duration(spec.cancel_grace);
+        note(
+            lines,
+            format!("still running {grace} after SIGTERM: sent SIGKILL to the process group"),
+        )
+        .await;
         signal_group(pid, Signal::SIGKILL);
         let _ = child.wait().await;
     }
@@ -249,6 +268,14 @@ async fn supervise(
         Some(timeout) => Outcome::TimedOut(timeout),
         None => Outcome::Cancelled,
     }
+}
+
+async fn note(lines: &mpsc::Sender<(LogStream, RedactedLine)>, text: String) {
+    let line = RedactedLine {
+        text,
+        truncated: false,
+    };
+    let _ = lines.send((LogStream::Runner, line)).await;
 }
 
 fn exit_outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {

@@ -291,6 +291,19 @@ wait
         "run: {document}"
     );
     assert_eq!(final_count(&document), 1, "final statuses: {document}");
+    let notes = control_plane.log_texts(&run_id, "runner").await;
+    assert!(
+        notes
+            .iter()
+            .any(|line| line == "run cancelled: sent SIGTERM to the process group"),
+        "runner lines: {notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|line| line.ends_with("after SIGTERM: sent SIGKILL to the process group")),
+        "runner lines: {notes:?}"
+    );
     // SIGKILL is delivered asynchronously, so the test waits for it to land.
     wait_until(
         &format!("grandchild {grandchild} to be gone"),

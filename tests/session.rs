@@ -100,6 +100,14 @@ async fn wrong_token_is_not_connected() {
 
     let log = runner.log();
     assert!(log.contains("401"), "runner log: {log}");
+    assert!(
+        log.contains("rejected the bearer token") && log.contains("control_plane.token_file"),
+        "runner log: {log}"
+    );
+    assert!(
+        log.contains("connection to the control plane failed; retrying"),
+        "runner log: {log}"
+    );
     let view = control_plane.runner_view("intruder").await;
     assert!(view.is_none(), "runner entry: {view:?}");
     let control_plane_log = control_plane.log();

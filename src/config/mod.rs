@@ -302,11 +302,14 @@ impl Config {
             });
         }
         let text = std::fs::read_to_string(path).map_err(read_error)?;
-        let base_dir = path
+        // Absolute, because workflow processes run in their own directory and
+        // get paths such as {config} from this base.
+        let parent = path
             .parent()
             .filter(|dir| !dir.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Config::parse(&text, path, base_dir, &|name| std::env::var(name).ok())
+        let base_dir = std::path::absolute(parent).map_err(read_error)?;
+        Config::parse(&text, path, &base_dir, &|name| std::env::var(name).ok())
     }
 
     /// Parses runner.yaml text; `env` looks up `${VAR}` references.
@@ -316,6 +319,13 @@ impl Config {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::Syntax {
+                path: source.to_path_buf(),
+                message: "the file is empty; required keys: agent_id, control_plane, secrets"
+                    .into(),
+            });
+        }
         let mut value: Value = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
             path: source.to_path_buf(),
             message: error.to_string(),

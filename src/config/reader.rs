@@ -19,7 +19,12 @@ pub struct ConfigIssue {
 
 impl std::fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
+        write!(f, "{path}: {}", self.message)
     }
 }
 
@@ -28,7 +33,13 @@ impl std::fmt::Display for ConfigIssue {
 pub struct Issues(pub Vec<ConfigIssue>);
 
 impl Issues {
+    /// Records an issue. Only the first issue of a path is kept: a later one
+    /// is usually a consequence of it (an unset variable that leaves an
+    /// invalid URL behind).
     pub fn push(&mut self, path: &str, message: impl Into<String>) {
+        if self.0.iter().any(|issue| issue.path == path) {
+            return;
+        }
         self.0.push(ConfigIssue {
             path: path.to_string(),
             message: message.into(),

@@ -65,6 +65,10 @@ enum SessionError {
     Tls(#[from] crate::tls::TlsError),
     #[error("connect failed: {0}")]
     Connect(String),
+    #[error(
+        "the control plane rejected the bearer token (HTTP {0}); check control_plane.token_file or token_env and that this runner is registered"
+    )]
+    Unauthorized(u16),
     #[error("timed out")]
     Timeout,
     #[error("the control plane closed the session")]
@@ -112,8 +116,9 @@ impl Session {
         let mut attempt: u32 = 0;
         loop {
             let started = tokio::time::Instant::now();
+            let mut established = false;
             let result = tokio::select! {
-                result = self.connect_and_serve(&shutdown) => result,
+                result = self.connect_and_serve(&shutdown, &mut established) => result,
                 () = shutdown.cancelled() => return,
             };
             if shutdown.is_cancelled() {
@@ -132,12 +137,12 @@ impl Session {
                 Ok(()) => SessionError::Closed.to_string(),
                 Err(error) => error.to_string(),
             };
-            tracing::warn!(
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                error = %self.redactor.redact(&error),
-                "control plane session lost; reconnecting"
-            );
+            let error = self.redactor.redact(&error);
+            if established {
+                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, %error, "control plane session lost; reconnecting");
+            } else {
+                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, %error, "connection to the control plane failed; retrying");
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = shutdown.cancelled() => return,
@@ -145,9 +150,14 @@ impl Session {
         }
     }
 
-    async fn connect_and_serve(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    async fn connect_and_serve(
+        &self,
+        shutdown: &CancellationToken,
+        established: &mut bool,
+    ) -> Result<(), SessionError> {
         let mut socket = self.connect().await?;
         let welcome = self.handshake(&mut socket).await?;
+        *established = true;
         tracing::info!(
             agent_id = %self.identity.agent_id,
             session_id = %welcome.session_id,
@@ -197,7 +207,7 @@ impl Session {
         let (socket, _response) = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| SessionError::Timeout)?
-            .map_err(|error| SessionError::Connect(error.to_string()))?;
+            .map_err(connect_error)?;
         Ok(socket)
     }
 
@@ -339,6 +349,17 @@ impl Session {
             .send(Frame::text(frame.into_owned()))
             .await
             .map_err(|error| SessionError::Socket(error.to_string()))
+    }
+}
+
+/// Names a rejected token plainly; other failures keep the library's message.
+fn connect_error(error: tokio_tungstenite::tungstenite::Error) -> SessionError {
+    use tokio_tungstenite::tungstenite::Error;
+    match &error {
+        Error::Http(response) if matches!(response.status().as_u16(), 401 | 403) => {
+            SessionError::Unauthorized(response.status().as_u16())
+        }
+        _ => SessionError::Connect(error.to_string()),
     }
 }
 

@@ -389,7 +389,9 @@ impl TestEnv {
             "pipelines": config.pipelines,
             "exec": { "env": config.env },
             "secrets": { "provider": config.provider },
-            "state_dir": folder.join("state"),
+            // Relative paths are resolved from runner.yaml's folder; the
+            // runner is started from another folder to prove it.
+            "state_dir": "state",
             "log": { "level": "debug" },
         });
         let path = folder.join("runner.yaml");
@@ -409,13 +411,16 @@ impl TestEnv {
             &config,
         );
         let folder = config_path.parent().unwrap().to_path_buf();
+        let parent = folder.parent().unwrap().to_path_buf();
+        let relative_config = config_path.strip_prefix(&parent).unwrap().to_path_buf();
         let name = self.next_name(&format!("runner-{}", config.agent_id));
         let stdout_path = self.path(&format!("{name}.stdout"));
         let stderr_path = self.path(&format!("{name}.stderr"));
         let child = Command::new(BIN)
             .arg("run")
             .arg("-c")
-            .arg(&config_path)
+            .arg(&relative_config)
+            .current_dir(&parent)
             .env_remove("RUST_LOG")
             .envs(&config.process_env)
             .stdin(Stdio::null())
