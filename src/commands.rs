@@ -280,6 +280,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = options.tls.is_some();
     runtime.block_on(async move {
         let handle = match crate::control_plane::start(options).await {
             Ok(handle) => handle,
@@ -288,7 +289,14 @@ pub fn control_plane(args: ControlPlaneArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Tests read this first line to learn the port; keep it first.
         println!("control plane listening on {}", handle.local_addr());
+        let scheme = if tls { "wss" } else { "ws" };
+        println!(
+            "runner endpoint: {scheme}://{}{}",
+            handle.local_addr(),
+            crate::protocol::CONNECT_PATH
+        );
         wait_for_signal().await;
         handle.shutdown().await;
         ExitCode::SUCCESS

@@ -274,6 +274,7 @@ fn outcome_of(run: &Value) -> (String, Option<String>) {
 fn print_run(spec: &RunSpec, run_id: &str, run: &Value, logs: &Value, elapsed: Duration, ok: bool) {
     println!("== {} ({} run {run_id})", spec.name, spec.pipeline_type);
     println!("   workflow: {}", spec.workflow.display());
+    // Status times are shown in milliseconds after submission.
     let submitted_at = run["submittedAt"].as_i64().unwrap_or_default();
     if let Some(rejection) = run.get("rejection").filter(|value| !value.is_null()) {
         println!(
@@ -290,7 +291,7 @@ fn print_run(spec: &RunSpec, run_id: &str, run: &Value, logs: &Value, elapsed: D
             .map(|reason| format!(" ({reason})"))
             .unwrap_or_default();
         println!(
-            "   +{:>5} ms  {}{reason}",
+            "   +{:>5} ms after submission  {}{reason}",
             at,
             pipeline_status["pipelineState"].as_str().unwrap_or("?")
         );

@@ -223,6 +223,9 @@ pub enum ProviderConfig {
     /// GCP Secret Manager.
     #[cfg(feature = "gcp")]
     Gcp(crate::secrets::gcp::GcpSettings),
+    /// Kubernetes Secrets.
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(crate::secrets::kubernetes::KubernetesSettings),
 }
 
 impl ProviderConfig {
@@ -237,6 +240,8 @@ impl ProviderConfig {
             ProviderConfig::Azure(_) => "azure",
             #[cfg(feature = "gcp")]
             ProviderConfig::Gcp(_) => "gcp",
+            #[cfg(feature = "kubernetes")]
+            ProviderConfig::Kubernetes(_) => "kubernetes",
         }
     }
 }
@@ -251,6 +256,8 @@ pub const PROVIDER_TYPES: &[&str] = &[
     "azure",
     #[cfg(feature = "gcp")]
     "gcp",
+    #[cfg(feature = "kubernetes")]
+    "kubernetes",
 ];
 
 /// Runner log output.
@@ -749,6 +756,10 @@ fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderCo
             &mut section,
             issues,
         ))),
+        #[cfg(feature = "kubernetes")]
+        Some("kubernetes") => Some(ProviderConfig::Kubernetes(
+            crate::secrets::kubernetes::KubernetesSettings::read(&mut section, issues),
+        )),
         #[cfg(feature = "azure")]
         Some("azure") => {
             crate::secrets::azure::read(&mut section, issues).map(ProviderConfig::Azure)

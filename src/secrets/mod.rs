@@ -13,6 +13,8 @@ pub mod azure;
 pub mod fields;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 mod providers;
 mod reference;
 mod resolver;
@@ -189,6 +191,10 @@ pub async fn build_provider(config: &ProviderConfig) -> Result<Arc<dyn SecretPro
         ProviderConfig::Azure(settings) => Arc::new(azure::AzureProvider::new(settings).await?),
         #[cfg(feature = "gcp")]
         ProviderConfig::Gcp(settings) => Arc::new(gcp::GcpProvider::new(settings).await?),
+        #[cfg(feature = "kubernetes")]
+        ProviderConfig::Kubernetes(settings) => {
+            Arc::new(kubernetes::KubernetesProvider::new(settings).await?)
+        }
     })
 }
 
