@@ -150,9 +150,11 @@ async fn create_secrets(endpoint: &str, count: usize) {
     }
 }
 
-/// Starts a TCP proxy to moto that holds every client-to-server chunk for
-/// [`ROUND_TRIP`]; an HTTP request arrives in one chunk, so each request is
-/// delayed once. Returns its port.
+/// Starts a TCP proxy to moto that adds [`ROUND_TRIP`] to every request: the
+/// first chunk of a request waits, and the rest of it (clients may write the
+/// headers and the body separately) follows without more delay. A chunk
+/// starts a new request when a response was sent since the last one.
+/// Returns its port.
 async fn start_delay_proxy(upstream: u16) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let port = listener.local_addr().expect("proxy address").port();
@@ -165,6 +167,8 @@ async fn start_delay_proxy(upstream: u16) -> u16 {
 }
 
 async fn proxy_connection(client: TcpStream, upstream: u16) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
@@ -172,19 +176,32 @@ async fn proxy_connection(client: TcpStream, upstream: u16) {
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    let new_request = Arc::new(AtomicBool::new(true));
+    let responded = Arc::clone(&new_request);
     let requests = tokio::spawn(async move {
         let mut buffer = vec![0u8; 64 * 1024];
         while let Ok(read) = client_read.read(&mut buffer).await {
             if read == 0 {
                 break;
             }
-            tokio::time::sleep(ROUND_TRIP).await;
+            if new_request.swap(false, Ordering::SeqCst) {
+                tokio::time::sleep(ROUND_TRIP).await;
+            }
             if server_write.write_all(&buffer[..read]).await.is_err() {
                 break;
             }
         }
     });
-    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(read) = server_read.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        responded.store(true, Ordering::SeqCst);
+        if client_write.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
     requests.abort();
 }
 
