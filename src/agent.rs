@@ -75,6 +75,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         status,
         inbound_tx,
         max_message_bytes,
+        dispatcher.status_changed(),
     );
 
     tracing::info!(

@@ -54,6 +54,7 @@ pub struct Dispatcher {
     runs: Mutex<HashMap<String, Arc<ActiveRun>>>,
     draining: AtomicBool,
     tracker: TaskTracker,
+    status_changed: Arc<tokio::sync::Notify>,
 }
 
 /// A rejection before the run was accepted.
@@ -95,7 +96,13 @@ impl Dispatcher {
             runs: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
+            status_changed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Returns the notification fired when active runs or draining change.
+    pub fn status_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.status_changed)
     }
 
     /// Returns the state reported in `hello` and heartbeats.
@@ -134,6 +141,7 @@ impl Dispatcher {
             ServerMessage::RunnerDrain(_) => {
                 tracing::info!("drain requested by the control plane; new runs will be rejected");
                 self.draining.store(true, Ordering::SeqCst);
+                self.status_changed.notify_one();
             }
             ServerMessage::Message(message) => {
                 tracing::info!(name = %message.name, "no handler for custom message; ignoring it");
@@ -145,6 +153,7 @@ impl Dispatcher {
     /// Stops taking new runs.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.status_changed.notify_one();
     }
 
     /// Cancels every active run with `reason`.
@@ -223,6 +232,7 @@ impl Dispatcher {
             }),
             Err(rejection) => {
                 self.lock_runs().remove(&request.run_id);
+                self.status_changed.notify_one();
                 Err(rejection)
             }
         }
@@ -250,6 +260,7 @@ impl Dispatcher {
             cancel_reason: Mutex::new(None),
         });
         runs.insert(run_id.to_string(), Arc::clone(&active));
+        self.status_changed.notify_one();
         Ok(active)
     }
 
@@ -425,6 +436,7 @@ impl Dispatcher {
         // The slot is free before the final status goes out, so the control
         // plane can submit the next run as soon as it sees this one end.
         self.lock_runs().remove(&request.run_id);
+        self.status_changed.notify_one();
         tracing::info!(state = ?state, reason = reason.as_deref().unwrap_or(""), "run finished");
         self.push_status(&request, state, Some(accepted_at), reason, exit_code);
     }

@@ -51,7 +51,8 @@ enum Command {
 #[derive(Subcommand)]
 enum SecretsCommand {
     /// Resolve one reference through the policy and provider of runner.yaml
-    /// and print the provider, mapped name, version and value length.
+    /// and print the provider, mapped name, version and value length. Exits 1
+    /// when the lookup fails and 64 for invalid arguments or config.
     Get(commands::SecretsGetArgs),
 }
 

@@ -462,9 +462,33 @@ echo "finished while draining"
         .submit(&submission("draining-runner", PLAIN_WORKFLOW))
         .await;
     control_plane.wait_state(&active, "running").await;
+    // The runner reports a new active run before its next regular heartbeat
+    // (10 s by default); the deadline is well below that.
+    wait_until(
+        "the runner view to list the active run",
+        std::time::Duration::from_secs(5),
+        async || {
+            let view = control_plane.runner_view("draining-runner").await?;
+            let listed = view["activeRuns"]
+                .as_array()?
+                .iter()
+                .any(|id| *id == active.as_str());
+            listed.then_some(())
+        },
+    )
+    .await;
 
     runner.signal(common::Signal::SIGTERM);
     runner.wait_log("shutdown requested").await;
+    wait_until(
+        "the runner view to show draining",
+        std::time::Duration::from_secs(5),
+        async || {
+            let view = control_plane.runner_view("draining-runner").await?;
+            (view["draining"] == true).then_some(())
+        },
+    )
+    .await;
     let late = control_plane
         .submit(&submission("draining-runner", PLAIN_WORKFLOW))
         .await;

@@ -34,6 +34,10 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 /// out in one write together with its final status.
 const COALESCE_WINDOW: Duration = Duration::from_millis(20);
 
+/// Shortest time between a heartbeat and one sent early because the active
+/// runs or the draining flag changed.
+const MIN_HEARTBEAT_GAP: Duration = Duration::from_millis(200);
+
 /// A session that lasted this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
@@ -88,6 +92,8 @@ pub struct Session {
     status: StatusFn,
     inbound: mpsc::Sender<Inbound>,
     max_message_bytes: usize,
+    /// Notified when the state reported by `status` changes.
+    status_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Session {
@@ -99,6 +105,7 @@ impl Session {
         status: StatusFn,
         inbound: mpsc::Sender<Inbound>,
         max_message_bytes: usize,
+        status_changed: Arc<tokio::sync::Notify>,
     ) -> Self {
         Session {
             config,
@@ -108,6 +115,7 @@ impl Session {
             status,
             inbound,
             max_message_bytes,
+            status_changed,
         }
     }
 
@@ -243,6 +251,10 @@ impl Session {
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
         let mut sent_up_to = acked;
+        // A change of active runs or draining is reported before the next
+        // regular heartbeat, at most once per MIN_HEARTBEAT_GAP.
+        let mut status_dirty = false;
+        let mut last_heartbeat = tokio::time::Instant::now();
         let mut heartbeat = tokio::time::interval(heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -265,12 +277,18 @@ impl Session {
                     .map_err(|error| SessionError::Socket(error.to_string()))?;
                 sent_up_to = last_seq;
             }
+            let early_heartbeat = last_heartbeat + MIN_HEARTBEAT_GAP;
             tokio::select! {
                 frame = socket.next() => self.receive(frame).await?,
                 () = added => self.coalesce(sent_up_to).await,
+                () = self.status_changed.notified(), if !status_dirty => status_dirty = true,
+                () = tokio::time::sleep_until(early_heartbeat), if status_dirty => {
+                    self.send_heartbeat(&mut socket).await?;
+                    (status_dirty, last_heartbeat) = (false, tokio::time::Instant::now());
+                }
                 _ = heartbeat.tick() => {
-                    let frame = Envelope::new(&(self.status)(), None).encode();
-                    self.send(&mut socket, &frame).await?;
+                    self.send_heartbeat(&mut socket).await?;
+                    (status_dirty, last_heartbeat) = (false, tokio::time::Instant::now());
                 }
                 () = shutdown.cancelled() => {
                     let _ = socket.close(None).await;
@@ -278,6 +296,11 @@ impl Session {
                 }
             }
         }
+    }
+
+    async fn send_heartbeat(&self, socket: &mut Socket) -> Result<(), SessionError> {
+        let frame = Envelope::new(&(self.status)(), None).encode();
+        self.send(socket, &frame).await
     }
 
     /// Waits up to [`COALESCE_WINDOW`] for more entries, ending early when an

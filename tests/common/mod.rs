@@ -7,6 +7,10 @@
 //! the deadlines are generous because the tests share a small, busy machine.
 #![allow(dead_code)]
 
+pub mod emulators;
+pub mod key_vault;
+pub mod kube_api;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -416,13 +420,14 @@ impl TestEnv {
         let name = self.next_name(&format!("runner-{}", config.agent_id));
         let stdout_path = self.path(&format!("{name}.stdout"));
         let stderr_path = self.path(&format!("{name}.stderr"));
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("run")
             .arg("-c")
             .arg(&relative_config)
-            .current_dir(&parent)
-            .env_remove("RUST_LOG")
-            .envs(&config.process_env)
+            .current_dir(&parent);
+        self.set_process_env(&mut command, &config);
+        let child = command
             .stdin(Stdio::null())
             .stdout(create_file(&stdout_path))
             .stderr(create_file(&stderr_path))
@@ -438,6 +443,22 @@ impl TestEnv {
             stdout_path,
             stderr_path,
         }
+    }
+
+    /// Sets the environment of a `hybrid-runner` process started with
+    /// `config`: the test's own environment without `RUST_LOG`, or with
+    /// [`RunnerConfig::clear_env`] only `PATH` and `HOME` (the runner's
+    /// folder), plus `config.process_env`.
+    pub fn set_process_env(&self, command: &mut Command, config: &RunnerConfig) {
+        if config.clear_env {
+            command
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", self.folder(&config.agent_id));
+        } else {
+            command.env_remove("RUST_LOG");
+        }
+        command.envs(&config.process_env);
     }
 
     /// Collects every output of `control_plane` and `runners`, and asserts
@@ -714,6 +735,10 @@ pub struct RunnerConfig {
     pub token_file: Option<PathBuf>,
     /// `secrets.provider`; the file provider with secrets.yaml by default.
     pub provider: Value,
+    /// Starts the runner with an empty environment plus `PATH`, `HOME` and
+    /// `process_env`, so no credential, endpoint or profile of the test's own
+    /// environment reaches a secrets provider.
+    pub clear_env: bool,
 }
 
 impl RunnerConfig {
@@ -729,6 +754,7 @@ impl RunnerConfig {
             process_env: BTreeMap::new(),
             token_file: None,
             provider: json!({ "type": "file", "path": "secrets.yaml" }),
+            clear_env: false,
         }
     }
 
@@ -762,6 +788,18 @@ impl RunnerConfig {
     /// Reads secrets from the runner's environment (`secrets.provider.type: env`).
     pub fn env_provider(mut self) -> Self {
         self.provider = json!({ "type": "env" });
+        self
+    }
+
+    /// Sets the `secrets.provider` section as written.
+    pub fn provider(mut self, provider: Value) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// Starts the runner with only `PATH`, `HOME` and `process_env` set.
+    pub fn clear_env(mut self) -> Self {
+        self.clear_env = true;
         self
     }
 
