@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::control::{Identity, Outbox, Session, StatusFn};
+use crate::control::{Identity, Outbox, Session, StatusFn, StatusSource};
 use crate::dispatch::Dispatcher;
 use crate::redact::Redactor;
 
@@ -72,10 +72,12 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         identity,
         Arc::clone(&outbox),
         Arc::clone(&redactor),
-        status,
+        StatusSource {
+            snapshot: status,
+            changed: dispatcher.status_changed(),
+        },
         inbound_tx,
         max_message_bytes,
-        dispatcher.status_changed(),
     );
 
     tracing::info!(

@@ -52,6 +52,13 @@ pub enum Inbound {
 /// Produces the runner's current state for `hello` and heartbeats.
 pub type StatusFn = Arc<dyn Fn() -> Heartbeat + Send + Sync>;
 
+/// The runner state the session reports, and the signal that it changed.
+pub struct StatusSource {
+    pub snapshot: StatusFn,
+    /// Notified when active runs or draining change.
+    pub changed: Arc<tokio::sync::Notify>,
+}
+
 /// Static facts sent in `hello`.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -102,20 +109,19 @@ impl Session {
         identity: Identity,
         outbox: Arc<Outbox>,
         redactor: Arc<Redactor>,
-        status: StatusFn,
+        status: StatusSource,
         inbound: mpsc::Sender<Inbound>,
         max_message_bytes: usize,
-        status_changed: Arc<tokio::sync::Notify>,
     ) -> Self {
         Session {
             config,
             identity,
             outbox,
             redactor,
-            status,
+            status: status.snapshot,
             inbound,
             max_message_bytes,
-            status_changed,
+            status_changed: status.changed,
         }
     }
 
