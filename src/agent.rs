@@ -17,10 +17,10 @@ use crate::control::{Identity, Outbox, Session, StatusFn, StatusSource};
 use crate::dispatch::Dispatcher;
 use crate::redact::Redactor;
 
-/// Longest wait for active runs after the first signal.
+/// Maximum wait for active runs after the first signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest wait for the outbox to be acknowledged before exit.
+/// Maximum wait for the outbox to be acknowledged before exit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors that stop the agent from starting.

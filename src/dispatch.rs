@@ -27,16 +27,16 @@ use crate::redact::{RedactedLine, Redactor};
 use crate::secrets::Resolver;
 use crate::workflow::{Workflow, WorkflowError};
 
-/// Most lines in one `run.log` chunk.
+/// Maximum number of lines in one `run.log` chunk.
 const LOG_CHUNK_LINES: usize = 200;
 
 /// Output lines quoted in the reason of a failed run, each cut to 300 characters.
 const FAILURE_TAIL_LINES: usize = 5;
 
-/// Longest time a log line waits before its chunk is sent.
+/// Maximum time a log line waits before its chunk is sent.
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Longest run timeout a request may ask for.
+/// Maximum run timeout a request may set.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// State of one active run.
@@ -210,8 +210,8 @@ impl Dispatcher {
         self.execute(prepared).await;
     }
 
-    /// Checks a request and resolves its secrets; the run holds a capacity
-    /// slot from the first check on.
+    /// Checks a request and resolves its secrets. The run takes a capacity
+    /// slot at the first check.
     async fn prepare(&self, request: RunRequest) -> Result<PreparedRun, Rejection> {
         check_run_id(&request.run_id)?;
         if self.draining.load(Ordering::SeqCst) {
@@ -410,7 +410,7 @@ impl Dispatcher {
 
         let (state, mut reason, exit_code) = final_state(result, cancel_reason);
         if state == PipelineState::Failed && !tail.is_empty() {
-            // The lines are already redacted, and they usually say why.
+            // The lines are already redacted, and they usually contain the cause.
             let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
             reason = reason.map(|reason| format!("{reason}; last output: {}", tail.join(" | ")));
         }

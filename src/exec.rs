@@ -45,7 +45,7 @@ pub struct ExecSpec {
     pub max_line_bytes: usize,
 }
 
-/// How a run's process ended.
+/// Final outcome of a run's process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The process exited by itself with this code.
@@ -60,7 +60,7 @@ pub enum Outcome {
     SpawnFailed(String),
 }
 
-/// What one execution produced.
+/// Result of one execution.
 #[derive(Debug)]
 pub struct ExecResult {
     pub outcome: Outcome,

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use crate::control_plane::{ControlPlaneOptions, TlsFiles};
 use crate::demo::{DemoDatabase, DemoUser};
 
-/// Longest wait for one run to end.
+/// Maximum wait for one run to end.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Longest wait for the runner to connect.
+/// Maximum wait for the runner to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One entry of runs.yaml.

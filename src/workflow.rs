@@ -41,7 +41,7 @@ pub const SOURCE_CONFIG_TYPES: &[&str] = &[
     "MetadataToElasticSearch",
 ];
 
-/// Why a workflow config was rejected.
+/// Reason a workflow config was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WorkflowError {
     #[error(
@@ -90,7 +90,7 @@ pub struct ReferenceField {
     pub reference: SecretRef,
 }
 
-/// What the secret fields of a workflow hold.
+/// Contents of the secret fields of a workflow.
 #[derive(Debug, Default)]
 pub struct SecretPlan {
     pub references: Vec<ReferenceField>,

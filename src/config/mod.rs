@@ -80,7 +80,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// Where and how the runner connects.
+/// Connection settings of the control plane session.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {
     /// `wss://` URL of the control plane's runner endpoint.
@@ -94,7 +94,7 @@ pub struct ControlPlaneConfig {
     pub connect_timeout: Duration,
 }
 
-/// Where the bearer token is read from; it is never written in runner.yaml.
+/// Source of the bearer token, which is never written in runner.yaml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     File(PathBuf),
@@ -150,7 +150,7 @@ pub struct RunsConfig {
     pub cancel_grace: Duration,
     /// Largest workflow config accepted in a run request, in bytes.
     pub max_config_bytes: usize,
-    /// Longest log line sent; longer lines are cut and marked.
+    /// Maximum log line length sent; longer lines are cut and marked.
     pub max_log_line_bytes: usize,
 }
 

@@ -26,10 +26,10 @@ use crate::protocol::{Envelope, Heartbeat, Hello, ServerMessage, Welcome};
 use crate::redact::Redactor;
 pub use outbox::Outbox;
 
-/// Longest wait for `welcome` after `hello`.
+/// Maximum wait for `welcome` after `hello`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Longest time a non-urgent message (queued/running status, log chunk)
+/// Maximum time a non-urgent message (queued/running status, log chunk)
 /// waits to share a write with later ones. A short run's messages then go
 /// out in one write together with its final status.
 const COALESCE_WINDOW: Duration = Duration::from_millis(20);
@@ -67,7 +67,7 @@ pub struct Identity {
     pub pipeline_types: Vec<String>,
 }
 
-/// Why one connection attempt or session ended.
+/// Reason one connection attempt or session ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("{0}")]

@@ -37,7 +37,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::{
 
 use super::{FetchError, SecretProvider, SecretRef, SecretValue};
 
-/// Longest secret name AWS Secrets Manager accepts.
+/// Maximum secret name length AWS Secrets Manager accepts.
 const MAX_NAME_LEN: usize = 512;
 use crate::config::reader::{Issues, Section};
 

@@ -56,7 +56,7 @@ impl std::fmt::Display for SecretValue {
     }
 }
 
-/// Why a reference could not be resolved. Messages name the reference and the
+/// Failure to resolve a reference. Messages name the reference and the
 /// provider-side name, never a value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {

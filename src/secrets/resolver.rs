@@ -47,7 +47,7 @@ impl Default for ResolverSettings {
     }
 }
 
-/// Where a value came from.
+/// Origin of a resolved value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Store,
@@ -123,7 +123,7 @@ impl Resolver {
             .map(|(value, _)| value)
     }
 
-    /// Resolves one reference and tells whether the cache served it.
+    /// Resolves one reference and returns whether the cache served it.
     pub async fn resolve_with_source(
         &self,
         reference: &SecretRef,
