@@ -1,6 +1,6 @@
-//! The cloud secrets providers end to end: for each store, a local emulator
-//! or fake on 127.0.0.1 holds the values, a real `hybrid-runner run` process
-//! uses that provider, and the handed workflow cases in
+//! The cloud secrets providers end to end. For each store, a local emulator
+//! or fake on 127.0.0.1 stores the values and a real `hybrid-runner run`
+//! process uses that provider. The handed workflow cases in
 //! `tests/fixtures/cases/workflows/` are submitted through the reference
 //! control plane.
 //!
@@ -317,9 +317,9 @@ n7Op1Qr5St9Uv3Wx7Yz1Ab5Cd9Ef3Gh7Ij1Kl5Mn9Op3Qr7St1Uv5Wx9Yz3Ab7C==
         create(&admin, SNOWFLAKE_PASSPHRASE_PATH, PASSPHRASE).await;
         create(&admin, "/collate/hybrid-ingestion/bot/jwt", BOT_JWT).await;
         let control_plane = env.control_plane().await;
-        // The key is read back from the resolved config, a JSON string with
-        // `\n` escapes that `printf %b` turns into newlines; a PEM body
-        // contains no quote. It is printed whole, then one line per write.
+        // The key is read back from the resolved config as a JSON string, and
+        // `printf %b` turns its `\n` escapes into newlines. A PEM body
+        // contains no quote. The key is printed whole, then one line per write.
         let script = r#"
 cp "$1" "$OUT/config.json"
 key=$(sed -n 's/.*"privateKey": *"\([^"]*\)".*/\1/p' "$1")
@@ -372,7 +372,6 @@ printf '%b' "$key" | while IFS= read -r line; do printf '%s\n' "$line"; done
         let workflow = read_case("workflows/mysql-metadata.yaml");
         let (_, document) = run_workflow(&control_plane, &runner, &workflow).await;
 
-        eprintln!("AWS MISSING: {document}\nLOG:\n{}", runner.log());
         assert_not_found(&document, MYSQL_FIELD, MYSQL_REFERENCE, "aws");
         assert_nothing_started(&out, &runner);
         env.assert_no_leaks(&control_plane, &[&runner], &[BOT_JWT])
@@ -410,8 +409,8 @@ printf '%b' "$key" | while IFS= read -r line; do printf '%s\n' "$line"; done
             "reason: {reason:?}"
         );
         assert_nothing_started(&out, &runner);
-        // The recording holds the test's own CreateSecret for the name, which
-        // shows that moto records requests that name it.
+        // The recording contains the test's own CreateSecret for the name,
+        // which shows that moto records requests that name it.
         let created: Vec<Value> = recorded(&moto, "CreateSecret")
             .iter()
             .map(|body| body["Name"].clone())
@@ -654,7 +653,6 @@ mod gcp {
 
         assert!(code.is_some_and(|code| code != 0), "exit code: {code:?}");
         let log = runner.log();
-        eprintln!("GCP-NO-PROJECT LOG:\n{log}");
         assert!(
             log.contains("secrets.provider.project"),
             "runner log: {log}"
@@ -746,12 +744,6 @@ mod azure {
             vec![ADLS_NAME, BOT_JWT_NAME],
             "requested Key Vault names"
         );
-        eprintln!(
-            "AZURE LOG:\n{}\nREQ {:?}\nLOGS {:?}",
-            runner.log(),
-            vault.requests().await,
-            control_plane.logs(&run_id).await
-        );
         env.assert_no_leaks(
             &control_plane,
             &[&runner],
@@ -788,7 +780,6 @@ mod azure {
             Some(0),
             "stdout: {stdout}\nstderr: {stderr}"
         );
-        eprintln!("CLI STDOUT:\n{stdout}\nCLI STDERR:\n{stderr}");
         let lines: Vec<&str> = stdout.lines().collect();
         let name_line = format!("name:      {ADLS_NAME}");
         assert!(lines.contains(&name_line.as_str()), "stdout: {stdout}");

@@ -64,7 +64,7 @@ pub struct EmulatorProcess {
 
 impl EmulatorProcess {
     /// Starts `emulator` with the extra environment variables `env` and waits
-    /// until it answers HTTP requests. A start that fails because another
+    /// until it responds to HTTP requests. A start that fails because another
     /// process took the port first is retried on a new port.
     pub async fn start(emulator: &Emulator, env: &[(&str, &str)]) -> EmulatorProcess {
         let program = find_program(emulator);
@@ -94,7 +94,7 @@ impl EmulatorProcess {
                         emulator.program
                     );
                 }
-                Err(log) => panic!("{} exited before answering:\n{log}", emulator.program),
+                Err(log) => panic!("{} exited before responding:\n{log}", emulator.program),
             }
         }
     }
@@ -104,7 +104,7 @@ impl EmulatorProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Waits until the emulator answers `ready_path`. Returns its log as the
+    /// Waits until the emulator responds to `ready_path`. Returns its log as the
     /// error when it exits first, and panics after `end`.
     async fn wait_ready(
         &mut self,
@@ -120,14 +120,14 @@ impl EmulatorProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exit status {status}\n{}", self.log()));
             }
-            // Checked after the exit status, so an answer on the port comes
+            // Checked after the exit status, so a response on the port comes
             // from this process and not from one that took the port first.
             if client.get(&url).send().await.is_ok() && matches!(self.child.try_wait(), Ok(None)) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= end {
                 panic!(
-                    "{} did not answer {url} within {START_DEADLINE:?}; its log:\n{}",
+                    "{} did not respond to {url} within {START_DEADLINE:?}; its log:\n{}",
                     emulator.program,
                     self.log()
                 );

@@ -2,7 +2,7 @@
 //! makes, `GET /api/v1/namespaces/{namespace}/secrets/{name}`, served over
 //! plain HTTP on 127.0.0.1 by the test process itself.
 //!
-//! It answers like an API server: a `v1` Secret with base64 `data`, or a
+//! It responds like an API server: a `v1` Secret with base64 `data`, or a
 //! `Status` object with 401 for a missing or wrong bearer token and 404 for an
 //! unknown Secret. It records every request that carried the right token.
 
@@ -83,7 +83,7 @@ impl KubeApiFake {
     }
 }
 
-/// A serving fake; the server task is aborted on drop.
+/// A started fake. Dropping it aborts the server task.
 pub struct RunningKubeApi {
     pub addr: SocketAddr,
     state: Arc<ApiState>,

@@ -445,10 +445,11 @@ impl TestEnv {
         }
     }
 
-    /// Sets the environment of a `hybrid-runner` process started with
-    /// `config`: the test's own environment without `RUST_LOG`, or with
-    /// [`RunnerConfig::clear_env`] only `PATH` and `HOME` (the runner's
-    /// folder), plus `config.process_env`.
+    /// Sets the environment of a `hybrid-runner` process started for
+    /// `config`. By default the process inherits the test's environment
+    /// without `RUST_LOG`. With [`RunnerConfig::clear_env`] it gets only
+    /// `PATH` and `HOME`, which is the folder of the runner's runner.yaml.
+    /// `config.process_env` is added in both cases.
     pub fn set_process_env(&self, command: &mut Command, config: &RunnerConfig) {
         if config.clear_env {
             command
