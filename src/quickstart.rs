@@ -254,7 +254,7 @@ async fn run_one(
             .is_some_and(|reason| reason.contains(expected.as_str()))
     });
     let ok = outcome == spec.expect && reason_ok;
-    print_run(spec, run_id, &run, &logs, elapsed, ok);
+    print_run(spec, &workflow_path, run_id, &run, &logs, elapsed, ok);
     Ok((ok, vec![run.to_string(), logs.to_string()]))
 }
 
@@ -271,9 +271,17 @@ fn outcome_of(run: &Value) -> (String, Option<String>) {
     (state, run["reason"].as_str().map(str::to_string))
 }
 
-fn print_run(spec: &RunSpec, run_id: &str, run: &Value, logs: &Value, elapsed: Duration, ok: bool) {
+fn print_run(
+    spec: &RunSpec,
+    workflow_path: &Path,
+    run_id: &str,
+    run: &Value,
+    logs: &Value,
+    elapsed: Duration,
+    ok: bool,
+) {
     println!("== {} ({} run {run_id})", spec.name, spec.pipeline_type);
-    println!("   workflow: {}", spec.workflow.display());
+    println!("   workflow: {}", normalize(workflow_path).display());
     // Status times are shown in milliseconds after submission.
     let submitted_at = run["submittedAt"].as_i64().unwrap_or_default();
     if let Some(rejection) = run.get("rejection").filter(|value| !value.is_null()) {
@@ -363,6 +371,22 @@ async fn stop_runner(runner: &mut tokio::process::Child) {
     {
         let _ = runner.kill().await;
     }
+}
+
+/// Removes `.` and `dir/..` pairs from a path without touching the disk.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
