@@ -48,7 +48,10 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         .map_err(AgentError::Secrets)?;
     let resolver = Arc::new(resolver);
     let provider = resolver.provider_kind();
-    let outbox = Arc::new(Outbox::new(Arc::clone(&redactor)));
+    let outbox = Arc::new(Outbox::with_max_bytes(
+        Arc::clone(&redactor),
+        config.control_plane.outbox_max_bytes,
+    ));
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&config),
         resolver,

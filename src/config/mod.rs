@@ -92,6 +92,8 @@ pub struct ControlPlaneConfig {
     pub reconnect_initial_delay: Duration,
     pub reconnect_max_delay: Duration,
     pub connect_timeout: Duration,
+    /// Bound of unacknowledged messages kept for the control plane, in bytes.
+    pub outbox_max_bytes: usize,
 }
 
 /// Source of the bearer token, which is never written in runner.yaml.
@@ -457,6 +459,11 @@ fn read_control_plane(mut section: Section, issues: &mut Issues) -> Option<Contr
     let connect_timeout = section
         .duration("connect_timeout", issues)
         .unwrap_or(Duration::from_secs(15));
+    let outbox_max_bytes = section
+        .integer("outbox_max_bytes", 1 << 20, 4 << 30, issues)
+        .map_or(crate::control::outbox::DEFAULT_MAX_BYTES, |bytes| {
+            bytes as usize
+        });
     if reconnect_max_delay < reconnect_initial_delay {
         issues.push(
             &section.path_of("reconnect_max_delay"),
@@ -473,6 +480,7 @@ fn read_control_plane(mut section: Section, issues: &mut Issues) -> Option<Contr
         reconnect_initial_delay,
         reconnect_max_delay,
         connect_timeout,
+        outbox_max_bytes,
     })
 }
 

@@ -5,6 +5,10 @@
 //! session sends entries in order and replays the unacknowledged ones after a
 //! reconnect; the control plane ignores sequence numbers it has seen.
 //!
+//! The outbox is bounded in bytes. When the control plane stays unreachable
+//! long enough to fill it, the oldest log chunks are dropped with a warning;
+//! run outcomes and statuses are never dropped.
+//!
 //! NOTE: entries live in memory, so they survive reconnects but not a
 //! restart of the runner process.
 
@@ -23,6 +27,8 @@ pub struct Entry {
     pub frame: String,
     /// Whether the entry should be sent without waiting to share a write.
     pub urgent: bool,
+    /// Whether the entry is a log chunk, which may be dropped when full.
+    droppable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +36,8 @@ struct State {
     next_seq: u64,
     acked: u64,
     pending: VecDeque<Entry>,
+    /// Total size of the pending frames.
+    bytes: usize,
 }
 
 /// Sequenced, redacted messages on their way to the control plane.
@@ -38,10 +46,19 @@ pub struct Outbox {
     state: Mutex<State>,
     added: Notify,
     redactor: Arc<Redactor>,
+    max_bytes: usize,
 }
+
+/// Default bound of the pending frames, in bytes.
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 impl Outbox {
     pub fn new(redactor: Arc<Redactor>) -> Self {
+        Outbox::with_max_bytes(redactor, DEFAULT_MAX_BYTES)
+    }
+
+    /// Creates an outbox that drops the oldest log chunks beyond `max_bytes`.
+    pub fn with_max_bytes(redactor: Arc<Redactor>, max_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State {
                 next_seq: 1,
@@ -49,6 +66,7 @@ impl Outbox {
             }),
             added: Notify::new(),
             redactor,
+            max_bytes,
         }
     }
 
@@ -59,11 +77,16 @@ impl Outbox {
         state.next_seq += 1;
         let frame = Envelope::new(message, Some(seq)).encode();
         let frame = self.redactor.redact(&frame).into_owned();
+        state.bytes += frame.len();
         state.pending.push_back(Entry {
             seq,
             frame,
             urgent: message.urgent(),
+            droppable: message.kind() == "run.log",
         });
+        if state.bytes > self.max_bytes {
+            self.drop_oldest_logs(&mut state);
+        }
         drop(state);
         self.added.notify_waiters();
         seq
@@ -74,7 +97,33 @@ impl Outbox {
         let mut state = self.lock();
         state.acked = state.acked.max(seq);
         while state.pending.front().is_some_and(|entry| entry.seq <= seq) {
-            state.pending.pop_front();
+            if let Some(entry) = state.pending.pop_front() {
+                state.bytes -= entry.frame.len();
+            }
+        }
+    }
+
+    /// Drops the oldest log chunks until the pending frames fit `max_bytes`.
+    fn drop_oldest_logs(&self, state: &mut State) {
+        let mut excess = state.bytes.saturating_sub(self.max_bytes);
+        let mut dropped = 0usize;
+        let mut freed = 0usize;
+        state.pending.retain(|entry| {
+            if excess == 0 || !entry.droppable {
+                return true;
+            }
+            excess = excess.saturating_sub(entry.frame.len());
+            freed += entry.frame.len();
+            dropped += 1;
+            false
+        });
+        state.bytes -= freed;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                max_bytes = self.max_bytes,
+                "outbox is full while the control plane does not acknowledge; dropped the oldest log chunks (run statuses are kept)"
+            );
         }
     }
 
@@ -134,6 +183,36 @@ mod tests {
         let seqs: Vec<u64> = outbox.after(0).iter().map(|entry| entry.seq).collect();
         assert_eq!(seqs, vec![2, 3]);
         assert_eq!(outbox.after(2).len(), 1);
+    }
+
+    #[test]
+    fn full_outbox_drops_oldest_logs_not_statuses() {
+        use crate::protocol::{LogLine, LogStream, RunLog};
+        let outbox = Outbox::with_max_bytes(Arc::new(Redactor::default()), 4096);
+        outbox.push(&RunAccepted {
+            run_id: "keep".into(),
+        });
+        for n in 0..40 {
+            outbox.push(&RunLog {
+                run_id: "r".into(),
+                lines: vec![LogLine {
+                    n,
+                    stream: LogStream::Stdout,
+                    ts: 0,
+                    text: "x".repeat(200),
+                    truncated: false,
+                }],
+            });
+        }
+        let entries = outbox.after(0);
+        assert_eq!(entries[0].seq, 1, "the acceptance stays first");
+        let total: usize = entries.iter().map(|entry| entry.frame.len()).sum();
+        assert!(total <= 4096, "pending bytes {total}");
+        assert_eq!(
+            entries.last().map(|entry| entry.seq),
+            Some(41),
+            "the newest log stays"
+        );
     }
 
     #[test]
