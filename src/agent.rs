@@ -31,6 +31,11 @@ pub enum AgentError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot use state file {path}: {source}; check state_dir and its permissions")]
+    State {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot set up the secrets provider: {0}")]
     Secrets(String),
     #[error("cannot install signal handlers: {0}")]
@@ -48,16 +53,36 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         .map_err(AgentError::Secrets)?;
     let resolver = Arc::new(resolver);
     let provider = resolver.provider_kind();
-    let outbox = Arc::new(Outbox::with_max_bytes(
+    let journal = config.state_dir.join("outbox.jsonl");
+    // Sequence numbers restart with a new journal, so the id must change too,
+    // or the control plane would take the new messages for replays.
+    let journal_existed = journal.exists();
+    let outbox = Outbox::open(
         Arc::clone(&redactor),
         config.control_plane.outbox_max_bytes,
-    ));
+        &journal,
+    )
+    .map_err(|source| AgentError::State {
+        path: journal.clone(),
+        source,
+    })?;
+    let outbox = Arc::new(outbox);
+    let instance_id = instance_id(&config.state_dir, journal_existed)?;
+    let registry =
+        crate::dispatch::registry::Registry::open(&config.state_dir).map_err(|source| {
+            AgentError::State {
+                path: config.state_dir.join("active-runs"),
+                source,
+            }
+        })?;
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&config),
         resolver,
         Arc::clone(&redactor),
         Arc::clone(&outbox),
+        registry,
     ));
+    dispatcher.recover();
 
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
     let status: StatusFn = {
@@ -66,7 +91,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     };
     let identity = Identity {
         agent_id: config.agent_id.clone(),
-        instance_id: uuid::Uuid::new_v4().to_string(),
+        instance_id,
         pipeline_types: config.pipelines.keys().cloned().collect(),
     };
     let max_message_bytes = (config.runs.max_config_bytes * 2 + (1 << 20)).max(128 << 20);
@@ -137,6 +162,26 @@ async fn flush_outbox(outbox: &Outbox) {
     while outbox.pending() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Returns the id of this runner's outbox, kept in the state directory so
+/// sequence numbers continue across restarts and the control plane can
+/// recognise replayed messages.
+fn instance_id(state_dir: &std::path::Path, keep: bool) -> Result<String, AgentError> {
+    let path = state_dir.join("instance-id");
+    let state_error = |source| AgentError::State {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if keep && !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(state_error(error)),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id).map_err(state_error)?;
+    Ok(id)
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {

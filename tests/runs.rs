@@ -611,3 +611,70 @@ env > "$OUT/env"
     )
     .await;
 }
+
+#[tokio::test]
+async fn restart_reports_orphaned_run_failed() {
+    let env = TestEnv::new();
+    let out = env.folder("out");
+    let control_plane = env.control_plane().await;
+    let script = r#"
+(exec sleep 300) &
+echo $! > "$OUT/grandchild.tmp" && mv "$OUT/grandchild.tmp" "$OUT/grandchild.pid"
+printf '%s' "$HYBRID_RUNNER_RUN_DIR" > "$OUT/run-dir"
+echo "working"
+wait
+"#;
+    let config = RunnerConfig::new("crashing-runner")
+        .pipeline("metadata", script)
+        .env("OUT", &out);
+    let runner = env.start_runner(&control_plane, config.clone());
+    control_plane.wait_connected(&runner).await;
+    let run_id = control_plane
+        .submit(&submission("crashing-runner", PLAIN_WORKFLOW))
+        .await;
+    control_plane.wait_state(&run_id, "running").await;
+    let grandchild: u32 = wait_until(
+        "the grandchild pid file",
+        common::RUN_DEADLINE,
+        async || {
+            std::fs::read_to_string(out.join("grandchild.pid"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+        },
+    )
+    .await;
+    let run_dir = std::fs::read_to_string(out.join("run-dir")).expect("run dir file");
+
+    // SIGKILL gives the runner no chance to clean up: its workflow keeps
+    // running in its own process group.
+    runner.signal(common::Signal::SIGKILL);
+    let mut runner = runner;
+    runner.wait_exit().await;
+    assert!(
+        !process_gone(grandchild),
+        "the grandchild outlives the runner"
+    );
+
+    let restarted = env.start_runner(&control_plane, config);
+    let document = control_plane.wait_final(&run_id).await;
+
+    assert_eq!(document["finalState"], "failed", "run: {document}");
+    let reason = document["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the runner restarted"),
+        "reason: {reason:?}"
+    );
+    assert_eq!(final_count(&document), 1, "final statuses: {document}");
+    wait_until(
+        &format!("grandchild {grandchild} to be gone"),
+        common::RUN_DEADLINE,
+        async || process_gone(grandchild).then_some(()),
+    )
+    .await;
+    assert!(
+        !Path::new(&run_dir).exists(),
+        "run directory {run_dir} still exists"
+    );
+    env.assert_no_leaks(&control_plane, &[&restarted], &[])
+        .await;
+}

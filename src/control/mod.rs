@@ -7,6 +7,7 @@
 //! events. A lost connection is retried with exponential backoff and full
 //! jitter; the token is read again at every attempt.
 
+mod journal;
 pub mod outbox;
 
 use std::sync::Arc;

@@ -9,14 +9,16 @@
 //! long enough to fill it, the oldest log chunks are dropped with a warning;
 //! run outcomes and statuses are never dropped.
 //!
-//! NOTE: entries live in memory, so they survive reconnects but not a
-//! restart of the runner process.
+//! An outbox opened with [`Outbox::open`] also keeps its entries in a journal
+//! file, so they survive a restart of the runner process.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use super::journal::Journal;
 use crate::protocol::{Envelope, Message};
 use crate::redact::Redactor;
 
@@ -28,7 +30,7 @@ pub struct Entry {
     /// Whether the entry should be sent without waiting to share a write.
     pub urgent: bool,
     /// Whether the entry is a log chunk, which may be dropped when full.
-    droppable: bool,
+    pub(crate) droppable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +40,9 @@ struct State {
     pending: VecDeque<Entry>,
     /// Total size of the pending frames.
     bytes: usize,
+    journal: Option<Journal>,
+    /// Set after a journal write failed, so the failure is logged once.
+    journal_failed: bool,
 }
 
 /// Sequenced, redacted messages on their way to the control plane.
@@ -57,7 +62,8 @@ impl Outbox {
         Outbox::with_max_bytes(redactor, DEFAULT_MAX_BYTES)
     }
 
-    /// Creates an outbox that drops the oldest log chunks beyond `max_bytes`.
+    /// Creates an in-memory outbox that drops the oldest log chunks beyond
+    /// `max_bytes`.
     pub fn with_max_bytes(redactor: Arc<Redactor>, max_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State {
@@ -70,6 +76,37 @@ impl Outbox {
         }
     }
 
+    /// Opens an outbox backed by a journal file, loading the entries a
+    /// previous runner process left unacknowledged.
+    pub fn open(
+        redactor: Arc<Redactor>,
+        max_bytes: usize,
+        journal: &Path,
+    ) -> std::io::Result<Self> {
+        let loaded = Journal::open(journal)?;
+        let bytes = loaded.entries.iter().map(|entry| entry.frame.len()).sum();
+        if !loaded.entries.is_empty() {
+            tracing::info!(
+                pending = loaded.entries.len(),
+                next_seq = loaded.next_seq,
+                "loaded unacknowledged messages from the outbox journal"
+            );
+        }
+        Ok(Outbox {
+            state: Mutex::new(State {
+                next_seq: loaded.next_seq,
+                acked: 0,
+                pending: loaded.entries.into(),
+                bytes,
+                journal: Some(loaded.journal),
+                journal_failed: false,
+            }),
+            added: Notify::new(),
+            redactor,
+            max_bytes,
+        })
+    }
+
     /// Appends a message and returns its sequence number.
     pub fn push(&self, message: &impl Message) -> u64 {
         let mut state = self.lock();
@@ -78,12 +115,17 @@ impl Outbox {
         let frame = Envelope::new(message, Some(seq)).encode();
         let frame = self.redactor.redact(&frame).into_owned();
         state.bytes += frame.len();
-        state.pending.push_back(Entry {
+        let entry = Entry {
             seq,
             frame,
             urgent: message.urgent(),
             droppable: message.kind() == "run.log",
-        });
+        };
+        if let Some(journal) = state.journal.as_mut() {
+            let result = journal.append(&entry);
+            journal_result(&mut state, result);
+        }
+        state.pending.push_back(entry);
         if state.bytes > self.max_bytes {
             self.drop_oldest_logs(&mut state);
         }
@@ -100,6 +142,18 @@ impl Outbox {
             if let Some(entry) = state.pending.pop_front() {
                 state.bytes -= entry.frame.len();
             }
+        }
+        let Some(journal) = state.journal.as_mut() else {
+            return;
+        };
+        let result = journal.ack(seq);
+        journal_result(&mut state, result);
+        if state
+            .journal
+            .as_ref()
+            .is_some_and(|journal| journal.wants_compaction(state.bytes))
+        {
+            rewrite_journal(&mut state);
         }
     }
 
@@ -119,6 +173,7 @@ impl Outbox {
         });
         state.bytes -= freed;
         if dropped > 0 {
+            rewrite_journal(state);
             tracing::warn!(
                 dropped,
                 max_bytes = self.max_bytes,
@@ -135,6 +190,27 @@ impl Outbox {
             .filter(|entry| entry.seq > seq)
             .cloned()
             .collect()
+    }
+
+    /// Returns true when a final `run.status` or a `run.rejected` of `run_id`
+    /// is waiting for its acknowledgement.
+    pub fn has_final(&self, run_id: &str) -> bool {
+        self.lock().pending.iter().any(|entry| {
+            let Ok(envelope) = Envelope::decode(&entry.frame) else {
+                return false;
+            };
+            if envelope.payload["runId"] != run_id {
+                return false;
+            }
+            match envelope.kind.as_str() {
+                "run.rejected" => true,
+                "run.status" => !matches!(
+                    envelope.payload["pipelineStatus"]["pipelineState"].as_str(),
+                    Some("queued" | "running")
+                ),
+                _ => false,
+            }
+        })
     }
 
     /// Returns true when an entry after `seq` is urgent.
@@ -165,6 +241,26 @@ impl Outbox {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Rewrites the journal with the pending entries only.
+fn rewrite_journal(state: &mut State) {
+    let entries: Vec<Entry> = state.pending.iter().cloned().collect();
+    let next_seq = state.next_seq;
+    if let Some(journal) = state.journal.as_mut() {
+        let result = journal.rewrite(&entries, next_seq);
+        journal_result(state, result);
+    }
+}
+
+/// Logs the first failed journal write; the outbox keeps working in memory.
+fn journal_result(state: &mut State, result: std::io::Result<()>) {
+    if let Err(error) = result
+        && !state.journal_failed
+    {
+        state.journal_failed = true;
+        tracing::error!(%error, "cannot write the outbox journal; unacknowledged messages will not survive a restart");
     }
 }
 

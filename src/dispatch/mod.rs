@@ -27,6 +27,9 @@ use crate::redact::{RedactedLine, Redactor};
 use crate::secrets::Resolver;
 use crate::workflow::{Workflow, WorkflowError};
 
+pub mod registry;
+use registry::{Registry, RunRecord};
+
 /// Maximum number of lines in one `run.log` chunk.
 const LOG_CHUNK_LINES: usize = 200;
 
@@ -55,6 +58,7 @@ pub struct Dispatcher {
     draining: AtomicBool,
     tracker: TaskTracker,
     status_changed: Arc<tokio::sync::Notify>,
+    registry: Registry,
 }
 
 /// A rejection before the run was accepted.
@@ -87,17 +91,48 @@ impl Dispatcher {
         resolver: Arc<Resolver>,
         redactor: Arc<Redactor>,
         outbox: Arc<Outbox>,
+        registry: Registry,
     ) -> Self {
         Dispatcher {
             config,
             resolver,
             redactor,
             outbox,
+            registry,
             runs: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             status_changed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Reports and cleans up the runs a previous runner process left active:
+    /// kills their process groups, removes their run directories, and sends
+    /// a `failed` status for each unless its final status is already in the
+    /// outbox. Stale run directories are removed too.
+    pub fn recover(&self) {
+        for record in self.registry.leftovers() {
+            registry::kill_leftover_group(&record);
+            if !self.outbox.has_final(&record.run_id) {
+                tracing::warn!(run_id = %record.run_id, "reporting a run left active by a previous runner process as failed");
+                let now = crate::now_millis();
+                self.outbox.push(&RunStatus {
+                    run_id: record.run_id.clone(),
+                    pipeline_fqn: record.pipeline_fqn.clone(),
+                    pipeline_status: PipelineStatus {
+                        run_id: record.run_id.clone(),
+                        pipeline_state: PipelineState::Failed,
+                        start_date: Some(record.accepted_at).filter(|at| *at > 0).or(Some(now)),
+                        timestamp: now,
+                        end_date: Some(now),
+                    },
+                    reason: Some("the runner restarted while this run was active; its processes were stopped".into()),
+                    exit_code: None,
+                });
+            }
+            self.registry.remove(&record.run_id);
+        }
+        remove_stale_run_dirs(&self.config.work_dir);
     }
 
     /// Returns the notification fired when active runs or draining change.
@@ -349,6 +384,14 @@ impl Dispatcher {
             None,
         );
         tracing::info!(pipeline_type = %request.pipeline_type, "run accepted");
+        let mut record = RunRecord {
+            run_id: request.run_id.clone(),
+            pipeline_fqn: request.pipeline_fqn.clone(),
+            accepted_at,
+            pid: None,
+            pid_start: None,
+        };
+        self.registry.save(&record);
 
         let (lines_tx, lines_rx) = mpsc::channel(1024);
         let logger = tokio::spawn(forward_logs(
@@ -378,7 +421,10 @@ impl Dispatcher {
         let result = if active.cancel.is_cancelled() {
             None
         } else {
-            let on_start = |_pid| {
+            let on_start = |pid: u32| {
+                record.pid = Some(pid);
+                record.pid_start = registry::process_start(pid);
+                self.registry.save(&record);
                 self.push_status(
                     &request,
                     PipelineState::Running,
@@ -439,6 +485,7 @@ impl Dispatcher {
         self.status_changed.notify_one();
         tracing::info!(state = ?state, reason = reason.as_deref().unwrap_or(""), "run finished");
         self.push_status(&request, state, Some(accepted_at), reason, exit_code);
+        self.registry.remove(&request.run_id);
     }
 
     fn push_status(
@@ -482,6 +529,27 @@ impl Dispatcher {
         self.runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Removes every run directory in `work_dir`; called at startup, when no
+/// run of this process exists yet.
+fn remove_stale_run_dirs(work_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(dir = %path.display(), "removed a run directory left by a previous runner process")
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %path.display(), %error, "cannot remove a stale run directory")
+                }
+            }
+        }
     }
 }
 
