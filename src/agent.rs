@@ -68,12 +68,10 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     })?;
     let outbox = Arc::new(outbox);
     let instance_id = instance_id(&config.state_dir, journal_existed)?;
-    let registry =
-        crate::dispatch::registry::Registry::open(&config.state_dir).map_err(|source| {
-            AgentError::State {
-                path: config.state_dir.join("active-runs"),
-                source,
-            }
+    let (registry, leftovers) = crate::dispatch::registry::Registry::open(&config.state_dir)
+        .map_err(|source| AgentError::State {
+            path: config.state_dir.join("active-runs.jsonl"),
+            source,
         })?;
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&config),
@@ -82,7 +80,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         Arc::clone(&outbox),
         registry,
     ));
-    dispatcher.recover();
+    dispatcher.recover(leftovers);
 
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
     let status: StatusFn = {

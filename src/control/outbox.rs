@@ -143,11 +143,9 @@ impl Outbox {
                 state.bytes -= entry.frame.len();
             }
         }
-        let Some(journal) = state.journal.as_mut() else {
-            return;
-        };
-        let result = journal.ack(seq);
-        journal_result(&mut state, result);
+        // Acknowledgements are not journaled one by one: after a restart the
+        // control plane's `welcome` says which entries it has, and it ignores
+        // replayed ones. Compaction drops acknowledged entries from the file.
         if state
             .journal
             .as_ref()

@@ -25,6 +25,7 @@ use super::auth;
 use super::state::Shared;
 use super::store::{Outgoing, SessionLink};
 use crate::protocol::{Ack, Envelope, Hello, RunnerMessage, Welcome};
+use futures_util::FutureExt;
 
 /// Maximum length in bytes of a close reason, because RFC 6455 limits a close
 /// frame's payload to 125 bytes including the 2-byte code.
@@ -288,12 +289,24 @@ impl Session {
         match frame {
             Some(Ok(WsMessage::Text(text))) => {
                 // A frame without `seq` needs no ack and keeps the session open.
-                let seq = self.handle_text(text.as_str())?;
-                let frame = Envelope::new(&Ack { seq }, None).encode();
-                send_text(socket, frame)
-                    .await
-                    .err()
-                    .map(|error| EndReason::SocketError(error.to_string()))
+                let mut acked = self.handle_text(text.as_str());
+                // Frames that arrived together get one cumulative ack.
+                while let Some(next) = socket.recv().now_or_never() {
+                    match next {
+                        Some(Ok(WsMessage::Text(text))) => {
+                            if let Some(seq) = self.handle_text(text.as_str()) {
+                                acked = Some(acked.map_or(seq, |previous| previous.max(seq)));
+                            }
+                        }
+                        other => {
+                            if let Some(end) = self.ack(socket, acked).await {
+                                return Some(end);
+                            }
+                            return Box::pin(self.handle_frame(socket, other)).await;
+                        }
+                    }
+                }
+                self.ack(socket, acked).await
             }
             Some(Ok(WsMessage::Binary(_))) => {
                 self.note_ignored("binary frame", "the protocol uses text frames only");
@@ -303,6 +316,16 @@ impl Session {
             Some(Ok(WsMessage::Close(_))) | None => Some(EndReason::ClosedByRunner),
             Some(Err(error)) => Some(EndReason::SocketError(error.to_string())),
         }
+    }
+
+    /// Sends a cumulative ack up to `seq`, when there is one.
+    async fn ack(&self, socket: &mut WebSocket, seq: Option<u64>) -> Option<EndReason> {
+        let seq = seq?;
+        let frame = Envelope::new(&Ack { seq }, None).encode();
+        send_text(socket, frame)
+            .await
+            .err()
+            .map(|error| EndReason::SocketError(error.to_string()))
     }
 
     /// Applies one text frame and returns the `seq` to acknowledge, if any.

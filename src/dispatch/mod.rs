@@ -110,8 +110,8 @@ impl Dispatcher {
     /// kills their process groups, removes their run directories, and sends
     /// a `failed` status for each unless its final status is already in the
     /// outbox. Stale run directories are removed too.
-    pub fn recover(&self) {
-        for record in self.registry.leftovers() {
+    pub fn recover(&self, leftovers: Vec<RunRecord>) {
+        for record in leftovers {
             registry::kill_leftover_group(&record);
             if !self.outbox.has_final(&record.run_id) {
                 tracing::warn!(run_id = %record.run_id, "reporting a run left active by a previous runner process as failed");
@@ -452,7 +452,7 @@ impl Dispatcher {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         drop(lines_tx);
-        let (last_line, tail) = logger.await.unwrap_or_default();
+        let (last_line, tail, mut chunk) = logger.await.unwrap_or_default();
 
         let (state, mut reason, exit_code) = final_state(result, cancel_reason);
         if state == PipelineState::Failed && !tail.is_empty() {
@@ -468,16 +468,14 @@ impl Dispatcher {
             Some(reason) => format!("run ended: {state_name} ({reason})"),
             None => format!("run ended: {state_name}"),
         };
-        self.outbox.push(&RunLog {
-            run_id: request.run_id.clone(),
-            lines: vec![LogLine {
-                n: last_line + 1,
-                stream: LogStream::Runner,
-                ts: crate::now_millis(),
-                text: summary,
-                truncated: false,
-            }],
+        chunk.push(LogLine {
+            n: last_line + 1,
+            stream: LogStream::Runner,
+            ts: crate::now_millis(),
+            text: summary,
+            truncated: false,
         });
+        flush(&self.outbox, &request.run_id, &mut chunk);
 
         // The slot is free before the final status goes out, so the control
         // plane can submit the next run as soon as it sees this one end.
@@ -617,13 +615,14 @@ fn check_run_id(run_id: &str) -> Result<(), Rejection> {
 }
 
 /// Groups output lines into `run.log` chunks, numbered from 1 in arrival order.
-/// Returns the number of the last line sent and the last few lines the
-/// workflow process wrote.
+/// Returns the number of the last line, the last few lines the workflow
+/// process wrote, and the lines not sent yet, so the caller can add the
+/// run's summary line to the same chunk.
 async fn forward_logs(
     outbox: Arc<Outbox>,
     run_id: String,
     mut lines: mpsc::Receiver<(LogStream, RedactedLine)>,
-) -> (u64, VecDeque<String>) {
+) -> (u64, VecDeque<String>, Vec<LogLine>) {
     let mut number = 0u64;
     let mut tail = VecDeque::with_capacity(FAILURE_TAIL_LINES);
     let mut chunk: Vec<LogLine> = Vec::new();
@@ -662,8 +661,7 @@ async fn forward_logs(
             flush(&outbox, &run_id, &mut chunk);
         }
     }
-    flush(&outbox, &run_id, &mut chunk);
-    (number, tail)
+    (number, tail, chunk)
 }
 
 fn flush(outbox: &Outbox, run_id: &str, chunk: &mut Vec<LogLine>) {

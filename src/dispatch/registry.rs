@@ -1,14 +1,18 @@
 //! The registry of active runs in the state directory, used to clean up
 //! after a runner process that died with runs in flight.
 //!
-//! A run is registered when it is accepted and again when its process
-//! starts (with the process id and start time), and unregistered after its
-//! final status is in the outbox. At startup every registered run belongs to
+//! A run is recorded when it is accepted and again when its process starts
+//! (with the process id and start time), and marked done after its final
+//! status is in the outbox. At startup every registered run belongs to
 //! a dead runner: its process group is killed, its run directory removed,
 //! and it is reported `failed` unless its final status is already waiting in
 //! the outbox.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,75 +32,141 @@ pub struct RunRecord {
     pub pid_start: Option<u64>,
 }
 
-/// The folder of run records.
-#[derive(Debug, Clone)]
+/// The append-only file of run records.
+///
+/// Each line is a record of an accepted or started run, or `{"done": id}`.
+/// One `write` per change keeps the cost off the run's critical path; the
+/// file is compacted to the active runs when it grows.
+#[derive(Debug)]
 pub struct Registry {
-    dir: PathBuf,
+    path: PathBuf,
+    state: Mutex<RegistryState>,
 }
 
+#[derive(Debug)]
+struct RegistryState {
+    file: Option<std::fs::File>,
+    active: BTreeMap<String, RunRecord>,
+    written: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Done { done: String },
+    Run(RunRecord),
+}
+
+/// The registry file is compacted when it grows past this size.
+const COMPACT_BYTES: u64 = 1 << 20;
+
 impl Registry {
-    /// Creates the registry folder (mode 0700) when it is missing.
-    pub fn open(state_dir: &Path) -> std::io::Result<Registry> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = state_dir.join("active-runs");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        Ok(Registry { dir })
+    /// Opens the registry in the state directory and returns it with the
+    /// runs a previous runner process left active.
+    pub fn open(state_dir: &Path) -> std::io::Result<(Registry, Vec<RunRecord>)> {
+        let path = state_dir.join("active-runs.jsonl");
+        let mut leftovers = BTreeMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                match serde_json::from_str::<Line>(line) {
+                    Ok(Line::Run(record)) => {
+                        leftovers.insert(record.run_id.clone(), record);
+                    }
+                    Ok(Line::Done { done }) => {
+                        leftovers.remove(&done);
+                    }
+                    // A line torn by a killed process is the last one.
+                    Err(_) => {}
+                }
+            }
+        }
+        let registry = Registry {
+            path,
+            state: Mutex::new(RegistryState {
+                file: None,
+                active: BTreeMap::new(),
+                written: 0,
+            }),
+        };
+        registry.rewrite(&mut registry.lock())?;
+        Ok((registry, leftovers.into_values().collect()))
     }
 
-    /// Writes or replaces the record of a run. Failures are logged, not
+    /// Records an accepted or started run. Failures are logged, not
     /// returned: a run must not fail because its record could not be kept.
     pub fn save(&self, record: &RunRecord) {
-        let path = self.path(&record.run_id);
-        let text = serde_json::to_vec(record).unwrap_or_default();
-        if let Err(error) = std::fs::write(&path, text) {
-            tracing::warn!(run_id = %record.run_id, %error, "cannot write the run record; a crash would leave this run unreported");
-        }
+        let mut state = self.lock();
+        state.active.insert(record.run_id.clone(), record.clone());
+        self.append(&mut state, &Line::Run(record.clone()));
     }
 
-    /// Removes the record of a finished run.
+    /// Records that a run ended and its final status is in the outbox.
     pub fn remove(&self, run_id: &str) {
-        if let Err(error) = std::fs::remove_file(self.path(run_id))
-            && error.kind() != std::io::ErrorKind::NotFound
+        let mut state = self.lock();
+        state.active.remove(run_id);
+        self.append(
+            &mut state,
+            &Line::Done {
+                done: run_id.to_string(),
+            },
+        );
+        if state.written > COMPACT_BYTES
+            && let Err(error) = self.rewrite(&mut state)
         {
-            tracing::warn!(run_id, %error, "cannot remove the run record");
+            tracing::warn!(%error, path = %self.path.display(), "cannot compact the run registry");
         }
     }
 
-    /// Returns the records left by a previous runner process. A record that
-    /// cannot be read still yields its run id, taken from the file name.
-    pub fn leftovers(&self) -> Vec<RunRecord> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
+    fn append(&self, state: &mut RegistryState, line: &Line) {
+        let mut text = serde_json::to_string(line).unwrap_or_default();
+        text.push('\n');
+        let result = match state.file.as_mut() {
+            Some(file) => file.write_all(text.as_bytes()),
+            None => Err(std::io::Error::other("the registry file is not open")),
         };
-        let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(run_id) = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .and_then(|name| name.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            let record = std::fs::read(&path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<RunRecord>(&bytes).ok())
-                .unwrap_or_else(|| RunRecord {
-                    run_id: run_id.to_string(),
-                    ..RunRecord::default()
-                });
-            records.push(record);
+        match result {
+            Ok(()) => state.written += text.len() as u64,
+            Err(error) => {
+                tracing::warn!(%error, path = %self.path.display(), "cannot write the run registry; a crash would leave runs unreported")
+            }
         }
-        records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
-        records
     }
 
-    fn path(&self, run_id: &str) -> PathBuf {
-        self.dir.join(format!("{run_id}.json"))
+    /// Replaces the file with the active runs only.
+    fn rewrite(&self, state: &mut RegistryState) -> std::io::Result<()> {
+        let mut text = String::new();
+        for record in state.active.values() {
+            text.push_str(&serde_json::to_string(&Line::Run(record.clone())).unwrap_or_default());
+            text.push('\n');
+        }
+        let temporary = self.path.with_extension("tmp");
+        write_private(&temporary, text.as_bytes())?;
+        std::fs::rename(&temporary, &self.path)?;
+        state.file = Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)?,
+        );
+        state.written = text.len() as u64;
+        Ok(())
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 /// Returns the start time of a process in clock ticks since boot.
@@ -146,23 +216,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_torn_ones_keep_their_id() {
+    fn reopen_returns_runs_left_active() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(dir.path()).unwrap();
-        registry.save(&RunRecord {
-            run_id: "run-1".into(),
+        let (registry, leftovers) = Registry::open(dir.path()).unwrap();
+        assert!(leftovers.is_empty());
+        let record = |id: &str| RunRecord {
+            run_id: id.into(),
             pipeline_fqn: "svc.pipe".into(),
             accepted_at: 5,
+            pid: None,
+            pid_start: None,
+        };
+        registry.save(&record("run-1"));
+        registry.save(&record("run-2"));
+        registry.save(&RunRecord {
             pid: Some(42),
             pid_start: Some(7),
+            ..record("run-1")
         });
-        std::fs::write(dir.path().join("active-runs/run-2.json"), b"{\"runId\":").unwrap();
-        let leftovers = registry.leftovers();
-        assert_eq!(leftovers.len(), 2);
+        registry.remove("run-2");
+        drop(registry);
+
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("active-runs.jsonl"))
+            .unwrap();
+        file.write_all(b"{\"runId\":\"torn").unwrap();
+        let (_registry, leftovers) = Registry::open(dir.path()).unwrap();
+        assert_eq!(leftovers.len(), 1);
+        assert_eq!(leftovers[0].run_id, "run-1");
         assert_eq!(leftovers[0].pid, Some(42));
-        assert_eq!(leftovers[1].run_id, "run-2");
-        registry.remove("run-1");
-        assert_eq!(registry.leftovers().len(), 1);
     }
 
     #[test]
