@@ -15,6 +15,7 @@
 //! - [`secrets`]: references, access policy, providers, resolution.
 //! - [`workflow`]: OpenMetadata workflow config parsing and validation.
 //! - [`exec`]: runs one workflow as a local process.
+//! - [`hooks`]: the Lua hook engine: sandboxed states, the runner API, hot reload.
 //! - [`redact`]: the streaming redactor that every outgoing byte passes through.
 //! - [`control_plane`]: the reference control plane for development and tests.
 //! - [`quickstart`]: the one-command demo.
@@ -29,6 +30,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod dispatch;
 pub mod exec;
+pub mod hooks;
 pub mod logging;
 pub mod protocol;
 pub mod quickstart;

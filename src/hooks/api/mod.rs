@@ -1,0 +1,77 @@
+//! The `runner` global: the only way hook scripts reach the runner and the system.
+//!
+//! Each area is registered by its own function into the `runner` table:
+//! `runner.sleep` ([`register_sleep`]), `runner.log` and `print`
+//! ([`register_log`]), `runner.json` ([`register_json`]), `runner.yaml`
+//! ([`register_yaml`]) and `runner.env` ([`register_env`]).
+
+mod env;
+mod json;
+mod log;
+mod sleep;
+mod yaml;
+
+use std::sync::Arc;
+
+use mlua::{Lua, Table};
+
+pub(crate) use env::register_env;
+pub(crate) use json::register_json;
+pub(crate) use json::{json_to_lua, lua_to_json};
+pub(crate) use log::register_log;
+pub(crate) use sleep::register_sleep;
+pub(crate) use yaml::register_yaml;
+
+/// Largest string `runner.json.decode` and `runner.yaml.decode` accept, in bytes.
+/// YAML aliases can expand a document about a hundredfold in serde_yaml 0.9, so the
+/// cap also bounds that expansion.
+pub(crate) const MAX_DECODE_BYTES: usize = 1024 * 1024;
+
+/// Creates the `runner` global with every API area.
+pub(crate) fn register_all(lua: &Lua, env_allowlist: &[String]) -> mlua::Result<()> {
+    let runner = lua.create_table()?;
+    register_sleep(lua, &runner)?;
+    register_log(lua, &runner)?;
+    register_json(lua, &runner)?;
+    register_yaml(lua, &runner)?;
+    register_env(lua, &runner, Arc::from(env_allowlist))?;
+    lua.globals().raw_set("runner", runner)
+}
+
+/// Returns the file and line of the Lua code that called the running Rust
+/// function, or `None` when the caller is not Lua code. Frames of mlua's own
+/// Lua wrappers (chunks named `__mlua...`, which run async functions) and of C
+/// functions are skipped.
+pub(crate) fn caller_location(lua: &Lua) -> Option<(String, usize)> {
+    const MAX_SKIPPED_FRAMES: usize = 4;
+    for level in 1..=MAX_SKIPPED_FRAMES {
+        let frame = lua.inspect_stack(level, |debug| {
+            let source = debug.source();
+            let file = source.short_src.map(|file| file.into_owned());
+            (file, debug.current_line(), source.what)
+        })?;
+        match frame {
+            (Some(file), Some(line), "Lua" | "main") if !file.starts_with("__mlua") => {
+                return Some((file, line));
+            }
+            _ => continue,
+        }
+    }
+    None
+}
+
+/// Creates a runtime error that starts with the caller's `file:line`, as errors
+/// raised by Lua code do.
+pub(crate) fn error_at(lua: &Lua, message: impl std::fmt::Display) -> mlua::Error {
+    match caller_location(lua) {
+        Some((file, line)) => mlua::Error::runtime(format!("{file}:{line}: {message}")),
+        None => mlua::Error::runtime(message.to_string()),
+    }
+}
+
+/// Creates a table under `runner.<name>` and returns it.
+fn sub_table(lua: &Lua, runner: &Table, name: &str) -> mlua::Result<Table> {
+    let table = lua.create_table()?;
+    runner.raw_set(name, &table)?;
+    Ok(table)
+}
