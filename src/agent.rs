@@ -36,6 +36,8 @@ pub enum AgentError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot load the hooks: {0}")]
+    Hooks(#[from] crate::hooks::HookLoadError),
     #[error("cannot set up the secrets provider: {0}")]
     Secrets(String),
     #[error("cannot install signal handlers: {0}")]
@@ -73,13 +75,18 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
             path: config.state_dir.join("active-runs.jsonl"),
             source,
         })?;
-    let dispatcher = Arc::new(Dispatcher::new(
+    let hooks = load_hooks(&config)?;
+    let mut dispatcher = Dispatcher::new(
         Arc::clone(&config),
         resolver,
         Arc::clone(&redactor),
         Arc::clone(&outbox),
         registry,
-    ));
+    );
+    if let Some(hooks) = &hooks {
+        dispatcher = dispatcher.with_hooks(Arc::clone(hooks));
+    }
+    let dispatcher = Arc::new(dispatcher);
     dispatcher.recover(leftovers);
 
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
@@ -115,6 +122,9 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         "hybrid-runner starting"
     );
     let session_stop = CancellationToken::new();
+    if let (Some(hooks), Some(settings)) = (hooks, &config.hooks) {
+        tokio::spawn(reload_hooks(hooks, settings.debounce, session_stop.clone()));
+    }
     let session_task = tokio::spawn(session.run(session_stop.clone()));
     let dispatch_task = tokio::spawn(Arc::clone(&dispatcher).serve(inbound_rx));
 
@@ -126,6 +136,67 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     dispatch_task.abort();
     tracing::info!(unsent = outbox.pending(), "hybrid-runner stopped");
     Ok(())
+}
+
+/// Loads the hook scripts named in runner.yaml, if any.
+fn load_hooks(config: &Config) -> Result<Option<Arc<crate::hooks::HookSet>>, AgentError> {
+    let Some(settings) = &config.hooks else {
+        return Ok(None);
+    };
+    let set = crate::hooks::HookSet::load(&settings.dir, settings.limits.clone())?;
+    let current = set.current();
+    tracing::info!(
+        dir = %settings.dir.display(),
+        generation = current.generation(),
+        content_hash = %current.content_hash(),
+        "hooks loaded"
+    );
+    Ok(Some(Arc::new(set)))
+}
+
+/// Reloads the hooks when their files change or on SIGHUP. A failed reload
+/// keeps the last good generation serving.
+async fn reload_hooks(
+    hooks: Arc<crate::hooks::HookSet>,
+    debounce: Duration,
+    stop: CancellationToken,
+) {
+    let (requests, mut requested) = mpsc::channel::<()>(1);
+    let watcher = crate::hooks::watch(&hooks, debounce, stop.clone(), move |_| {
+        let _ = requests.try_send(());
+    });
+    let _watcher = match watcher {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the hooks folder; reload with SIGHUP instead");
+            None
+        }
+    };
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    loop {
+        let hangup_received = async {
+            match hangup.as_mut() {
+                Some(stream) => stream.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(()) = requested.recv() => {}
+            _ = hangup_received => tracing::info!("SIGHUP received: reloading hooks"),
+            () = stop.cancelled() => return,
+        }
+        match hooks.reload().await {
+            Ok(report) if report.changed => tracing::info!(
+                generation = report.generation,
+                content_hash = %report.content_hash,
+                "hooks reloaded"
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "hooks reload failed; the previous generation keeps serving")
+            }
+        }
+    }
 }
 
 /// Waits for the first signal, drains, and handles a second signal.

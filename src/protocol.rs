@@ -194,6 +194,8 @@ pub enum RejectCode {
     SecretError,
     Draining,
     DuplicateRun,
+    /// A pre_run hook rejected the run or failed.
+    HookRejected,
 }
 
 /// The runner did not take the run; this is the run's final outcome.

@@ -78,6 +78,17 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub work_dir: PathBuf,
     pub log: LogConfig,
+    /// Lua hooks; `None` when runner.yaml has no `hooks` section.
+    pub hooks: Option<HooksConfig>,
+}
+
+/// The `hooks` section: where the Lua scripts are and their limits.
+#[derive(Debug, Clone)]
+pub struct HooksConfig {
+    pub dir: PathBuf,
+    pub limits: crate::hooks::HookLimits,
+    /// Quiet time after a change in the hooks folder before a reload.
+    pub debounce: Duration,
 }
 
 /// Connection settings of the control plane session.
@@ -379,6 +390,7 @@ fn read_config(
         .path("work_dir", issues)
         .unwrap_or_else(|| state_dir.join("runs"));
     let log = read_log(root.section("log", issues), issues);
+    let hooks = read_hooks(root.section("hooks", issues), issues);
     root.finish(issues);
 
     Some(Config {
@@ -392,6 +404,43 @@ fn read_config(
         state_dir,
         work_dir,
         log,
+        hooks,
+    })
+}
+
+fn read_hooks(mut section: Section, issues: &mut Issues) -> Option<HooksConfig> {
+    if !section.is_present() {
+        return None;
+    }
+    let dir = section.path("dir", issues);
+    if dir.is_none() {
+        issues.push(
+            &section.path_of("dir"),
+            "missing folder of the hook scripts",
+        );
+    }
+    let time_limit = section
+        .duration("time_limit", issues)
+        .unwrap_or(crate::hooks::HookLimits::DEFAULT_TIME_LIMIT);
+    let memory_limit_bytes = section
+        .integer("memory_limit_bytes", 1 << 20, 4 << 30, issues)
+        .map_or(
+            crate::hooks::HookLimits::DEFAULT_MEMORY_LIMIT_BYTES,
+            |bytes| bytes as usize,
+        );
+    let env_allowlist = section.string_list("env_allow", issues).unwrap_or_default();
+    let debounce = section
+        .duration("reload_debounce", issues)
+        .unwrap_or(Duration::from_millis(100));
+    section.finish(issues);
+    Some(HooksConfig {
+        dir: dir?,
+        limits: crate::hooks::HookLimits {
+            time_limit,
+            memory_limit_bytes,
+            env_allowlist,
+        },
+        debounce,
     })
 }
 

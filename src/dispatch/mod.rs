@@ -27,6 +27,7 @@ use crate::redact::{RedactedLine, Redactor};
 use crate::secrets::Resolver;
 use crate::workflow::{Workflow, WorkflowError};
 
+mod hooks;
 pub mod registry;
 use registry::{Registry, RunRecord};
 
@@ -59,6 +60,7 @@ pub struct Dispatcher {
     tracker: TaskTracker,
     status_changed: Arc<tokio::sync::Notify>,
     registry: Registry,
+    hooks: Option<Arc<crate::hooks::HookSet>>,
 }
 
 /// A rejection before the run was accepted.
@@ -82,7 +84,17 @@ struct PreparedRun {
     config: serde_json::Value,
     command: crate::config::CommandTemplate,
     timeout: Duration,
+    /// Extra environment variables from the pre_run hook.
+    hook_env: BTreeMap<String, String>,
     active: Arc<ActiveRun>,
+}
+
+/// What the checks of a request produce.
+struct Checked {
+    config: serde_json::Value,
+    command: crate::config::CommandTemplate,
+    timeout: Duration,
+    hook_env: BTreeMap<String, String>,
 }
 
 impl Dispatcher {
@@ -99,6 +111,7 @@ impl Dispatcher {
             redactor,
             outbox,
             registry,
+            hooks: None,
             runs: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
@@ -133,6 +146,12 @@ impl Dispatcher {
             self.registry.remove(&record.run_id);
         }
         remove_stale_run_dirs(&self.config.work_dir);
+    }
+
+    /// Calls the customer's Lua hooks at the hook points of every run.
+    pub fn with_hooks(mut self, hooks: Arc<crate::hooks::HookSet>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// Returns the notification fired when active runs or draining change.
@@ -258,11 +277,12 @@ impl Dispatcher {
         let active = self.reserve(&request.run_id)?;
         let result = self.check_and_resolve(&request).await;
         match result {
-            Ok((config, command, timeout)) => Ok(PreparedRun {
+            Ok(checked) => Ok(PreparedRun {
                 request,
-                config,
-                command,
-                timeout,
+                config: checked.config,
+                command: checked.command,
+                timeout: checked.timeout,
+                hook_env: checked.hook_env,
                 active,
             }),
             Err(rejection) => {
@@ -299,10 +319,7 @@ impl Dispatcher {
         Ok(active)
     }
 
-    async fn check_and_resolve(
-        &self,
-        request: &RunRequest,
-    ) -> Result<(serde_json::Value, crate::config::CommandTemplate, Duration), Rejection> {
+    async fn check_and_resolve(&self, request: &RunRequest) -> Result<Checked, Rejection> {
         let Some(command) = self.config.pipelines.get(&request.pipeline_type) else {
             let known: Vec<&str> = self.config.pipelines.keys().map(String::as_str).collect();
             return Err(Rejection::new(
@@ -321,6 +338,7 @@ impl Dispatcher {
                 format!("invalid workflow config: {error}"),
             )
         })?;
+        let (workflow, hook_env) = self.pre_run(request, workflow).await?;
         let plan = workflow
             .plan_secrets(&request.secret_fields)
             .map_err(|error| match error {
@@ -360,7 +378,12 @@ impl Dispatcher {
             Some(0) | None => self.config.runs.default_timeout,
             Some(seconds) => Duration::from_secs(seconds).min(MAX_REQUEST_TIMEOUT),
         };
-        Ok((resolved, command.clone(), timeout))
+        Ok(Checked {
+            config: resolved,
+            command: command.clone(),
+            timeout,
+            hook_env,
+        })
     }
 
     async fn execute(&self, prepared: PreparedRun) {
@@ -369,6 +392,7 @@ impl Dispatcher {
             config,
             command,
             timeout,
+            hook_env,
             active,
         } = prepared;
         let accepted_at = crate::now_millis();
@@ -413,7 +437,11 @@ impl Dispatcher {
             run_id: request.run_id.clone(),
             command,
             config,
-            env: self.child_env(),
+            env: {
+                let mut env = self.child_env();
+                env.extend(hook_env);
+                env
+            },
             timeout,
             cancel_grace: self.config.runs.cancel_grace,
             max_line_bytes: self.config.runs.max_log_line_bytes,
@@ -482,8 +510,23 @@ impl Dispatcher {
         self.lock_runs().remove(&request.run_id);
         self.status_changed.notify_one();
         tracing::info!(state = ?state, reason = reason.as_deref().unwrap_or(""), "run finished");
-        self.push_status(&request, state, Some(accepted_at), reason, exit_code);
+        self.push_status(
+            &request,
+            state,
+            Some(accepted_at),
+            reason.clone(),
+            exit_code,
+        );
         self.registry.remove(&request.run_id);
+
+        let result = hooks::RunResult {
+            state,
+            exit_code,
+            reason: reason.as_deref(),
+            duration_ms: (crate::now_millis() - accepted_at).max(0) as u64,
+            last_lines: &tail,
+        };
+        self.post_run(&request, result).await;
     }
 
     fn push_status(

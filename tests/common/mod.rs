@@ -397,6 +397,7 @@ impl TestEnv {
             // runner is started from another folder to prove it.
             "state_dir": "state",
             "log": { "level": "debug" },
+            "hooks": config.hooks,
         });
         let path = folder.join("runner.yaml");
         std::fs::write(
@@ -740,6 +741,8 @@ pub struct RunnerConfig {
     /// `process_env`, so no credential, endpoint or profile of the test's own
     /// environment reaches a secrets provider.
     pub clear_env: bool,
+    /// The `hooks` section of runner.yaml, when set.
+    pub hooks: Option<Value>,
 }
 
 impl RunnerConfig {
@@ -756,7 +759,14 @@ impl RunnerConfig {
             token_file: None,
             provider: json!({ "type": "file", "path": "secrets.yaml" }),
             clear_env: false,
+            hooks: None,
         }
+    }
+
+    /// Loads Lua hooks from `dir`.
+    pub fn hooks(mut self, dir: &Path) -> Self {
+        self.hooks = Some(json!({ "dir": dir, "time_limit": "2s", "reload_debounce": "50ms" }));
+        self
     }
 
     /// Runs pipeline type `kind` with `/bin/sh -c script`.

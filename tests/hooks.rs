@@ -1,0 +1,202 @@
+//! Lua hooks through the real runner: pre_run changes a run or rejects it,
+//! post_run sees the outcome, and edits to the scripts are picked up without
+//! a restart while a broken edit keeps the last good scripts serving.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::{RunnerConfig, TestEnv, rejection_reason, submission, wait_until};
+
+const WORKFLOW: &str = "
+source:
+  type: mysql
+  serviceName: local_mysql
+  serviceConnection:
+    config:
+      type: Mysql
+      username: openmetadata_user
+      hostPort: mysql.internal:3306
+  sourceConfig:
+    config:
+      type: DatabaseMetadata
+sink:
+  type: metadata-rest
+  config: {}
+";
+
+/// Copies the resolved config and one hook-set variable into `$OUT`, named
+/// after the run id. (runner.yaml expands `${...}`, so the script avoids it.)
+const SCRIPT: &str = r#"
+cp "$HYBRID_RUNNER_CONFIG" "$OUT/$HYBRID_RUNNER_RUN_ID.json"
+printf '%s' "$HOOK_GREETING" > "$OUT/$HYBRID_RUNNER_RUN_ID.env"
+"#;
+
+fn pre_run_script(greeting: &str) -> String {
+    format!(
+        r#"
+function pre_run(run)
+  if run.pipelineFqn == "blocked.pipeline" then
+    return {{ reject = "maintenance window until 06:00" }}
+  end
+  local config = run.config
+  config.source.sourceConfig.config.schemaFilterPattern = {{ includes = {{ "^sales$" }} }}
+  return {{ config = config, env = {{ HOOK_GREETING = "{greeting}" }} }}
+end
+"#
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write hook script");
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("read copied config");
+    serde_json::from_str(&text).expect("copied config is JSON")
+}
+
+#[tokio::test]
+async fn pre_run_changes_config_and_env() {
+    let env = TestEnv::new();
+    let out = env.folder("out");
+    let hooks = env.folder("hooks");
+    write(&hooks, "pre.lua", &pre_run_script("hello from lua"));
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("hooked-runner")
+            .pipeline("metadata", SCRIPT)
+            .env("OUT", &out)
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let run_id = control_plane
+        .submit(&submission("hooked-runner", WORKFLOW))
+        .await;
+    let document = control_plane.wait_final(&run_id).await;
+
+    assert_eq!(document["finalState"], "success", "run: {document}");
+    let config = read_json(&out.join(format!("{run_id}.json")));
+    assert_eq!(
+        config["source"]["sourceConfig"]["config"]["schemaFilterPattern"]["includes"][0], "^sales$",
+        "config: {config}"
+    );
+    let greeting = std::fs::read_to_string(out.join(format!("{run_id}.env"))).expect("env file");
+    assert_eq!(greeting, "hello from lua");
+    env.assert_no_leaks(&control_plane, &[&runner], &[]).await;
+}
+
+#[tokio::test]
+async fn pre_run_rejection_reaches_control_plane() {
+    let env = TestEnv::new();
+    let out = env.folder("out");
+    let hooks = env.folder("hooks");
+    write(&hooks, "pre.lua", &pre_run_script("unused"));
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("gatekeeper-runner")
+            .pipeline("metadata", SCRIPT)
+            .env("OUT", &out)
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let mut body = submission("gatekeeper-runner", WORKFLOW);
+    body["pipelineFqn"] = "blocked.pipeline".into();
+    let run_id = control_plane.submit(&body).await;
+    let document = control_plane.wait_final(&run_id).await;
+
+    let reason = rejection_reason(&document, "hookRejected");
+    assert!(
+        reason.contains("maintenance window until 06:00"),
+        "reason: {reason:?}"
+    );
+    let started = std::fs::read_dir(&out).expect("out folder").count();
+    assert_eq!(started, 0, "no workflow process may start");
+}
+
+#[tokio::test]
+async fn failing_hook_rejects_with_file_and_line() {
+    let env = TestEnv::new();
+    let hooks = env.folder("hooks");
+    write(
+        &hooks,
+        "pre.lua",
+        "function pre_run(run)\n  error(\"inventory service unreachable\")\nend\n",
+    );
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("erroring-runner")
+            .pipeline("metadata", "true")
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let run_id = control_plane
+        .submit(&submission("erroring-runner", WORKFLOW))
+        .await;
+    let document = control_plane.wait_final(&run_id).await;
+
+    let reason = rejection_reason(&document, "hookRejected");
+    assert!(reason.contains("pre.lua:2"), "reason: {reason:?}");
+    assert!(
+        reason.contains("inventory service unreachable"),
+        "reason: {reason:?}"
+    );
+}
+
+#[tokio::test]
+async fn edited_hooks_reload_and_broken_edit_keeps_last_good() {
+    let env = TestEnv::new();
+    let out = env.folder("out");
+    let hooks = env.folder("hooks");
+    write(&hooks, "pre.lua", &pre_run_script("first"));
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("reloading-runner")
+            .pipeline("metadata", SCRIPT)
+            .env("OUT", &out)
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    // A broken edit is reported and the first scripts keep serving.
+    write(
+        &hooks,
+        "pre.lua",
+        "function pre_run(run)\n  return {\nend\n",
+    );
+    runner.wait_log("hooks reload failed").await;
+    let run_id = control_plane
+        .submit(&submission("reloading-runner", WORKFLOW))
+        .await;
+    control_plane.wait_final(&run_id).await;
+    let greeting = std::fs::read_to_string(out.join(format!("{run_id}.env"))).expect("env file");
+    assert_eq!(greeting, "first", "the last good generation serves");
+    assert!(runner.log().contains("pre.lua:3"), "log: {}", runner.log());
+
+    // A fixed edit is picked up without a restart.
+    write(&hooks, "pre.lua", &pre_run_script("second"));
+    wait_until(
+        "a run to see the edited hook",
+        Duration::from_secs(20),
+        async || {
+            let run_id = control_plane
+                .submit(&submission("reloading-runner", WORKFLOW))
+                .await;
+            control_plane.wait_final(&run_id).await;
+            let greeting = std::fs::read_to_string(out.join(format!("{run_id}.env"))).ok()?;
+            (greeting == "second").then_some(())
+        },
+    )
+    .await;
+    env.assert_no_leaks(&control_plane, &[&runner], &[]).await;
+}
