@@ -76,6 +76,9 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
             source,
         })?;
     let hooks = load_hooks(&config)?;
+    if let Some(hooks) = &hooks {
+        resolver.set_mapper(Arc::clone(hooks) as Arc<dyn crate::secrets::NameMapper>);
+    }
     let mut dispatcher = Dispatcher::new(
         Arc::clone(&config),
         resolver,
@@ -139,7 +142,9 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
 }
 
 /// Loads the hook scripts named in runner.yaml, if any.
-fn load_hooks(config: &Config) -> Result<Option<Arc<crate::hooks::HookSet>>, AgentError> {
+pub(crate) fn load_hooks(
+    config: &Config,
+) -> Result<Option<Arc<crate::hooks::HookSet>>, AgentError> {
     let Some(settings) = &config.hooks else {
         return Ok(None);
     };

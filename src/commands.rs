@@ -223,6 +223,15 @@ pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // A map_secret hook maps names for runs, so it maps them here too.
+        match crate::agent::load_hooks(&config) {
+            Ok(Some(hooks)) => resolver.set_mapper(hooks),
+            Ok(None) => {}
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
         print_lookup(&resolver, &reference, args.reveal).await
     })
 }
@@ -234,14 +243,16 @@ async fn print_lookup(
 ) -> ExitCode {
     println!("reference: {reference}");
     println!("provider:  {}", resolver.provider_kind());
-    match resolver.mapped_name(reference) {
-        Ok(name) => println!("name:      {name}"),
+    match resolver.mapped(reference).await {
+        Ok((name, version)) => {
+            println!("name:      {name}");
+            println!("version:   {}", version.as_deref().unwrap_or("latest"));
+        }
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     }
-    println!("version:   {}", reference.version().unwrap_or("latest"));
     match resolver.resolve(reference).await {
         Ok(value) if reveal => {
             println!("value:     {}", value.expose());

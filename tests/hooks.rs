@@ -200,3 +200,109 @@ async fn edited_hooks_reload_and_broken_edit_keeps_last_good() {
     .await;
     env.assert_no_leaks(&control_plane, &[&runner], &[]).await;
 }
+
+const MAPPED_WORKFLOW: &str = "
+source:
+  type: mysql
+  serviceName: local_mysql
+  serviceConnection:
+    config:
+      type: Mysql
+      username: openmetadata_user
+      authType:
+        password: secret:/collate/hybrid-ingestion/mysql/password
+      hostPort: mysql.internal:3306
+  sourceConfig:
+    config:
+      type: DatabaseMetadata
+sink:
+  type: metadata-rest
+  config: {}
+";
+
+const MAP_SECRET: &str = r#"
+function map_secret(ref)
+  if ref.path == "/collate/hybrid-ingestion/mysql/password" then
+    return "/vault/team-a/mysql-password"
+  end
+  return nil
+end
+"#;
+
+#[tokio::test]
+async fn map_secret_chooses_store_name() {
+    let env = TestEnv::new();
+    let out = env.folder("out");
+    let hooks = env.folder("hooks");
+    write(&hooks, "map.lua", MAP_SECRET);
+    let control_plane = env.control_plane().await;
+    let config = RunnerConfig::new("mapping-runner")
+        .pipeline("metadata", SCRIPT)
+        .env("OUT", &out)
+        .secret("/vault/team-a/mysql-password", "Mapped-Pa55word")
+        .hooks(&hooks);
+    let runner = env.start_runner(&control_plane, config.clone());
+    control_plane.wait_connected(&runner).await;
+
+    let run_id = control_plane
+        .submit(&submission("mapping-runner", MAPPED_WORKFLOW))
+        .await;
+    let document = control_plane.wait_final(&run_id).await;
+
+    assert_eq!(document["finalState"], "success", "run: {document}");
+    let resolved = read_json(&out.join(format!("{run_id}.json")));
+    assert_eq!(
+        resolved["source"]["serviceConnection"]["config"]["authType"]["password"],
+        "Mapped-Pa55word"
+    );
+
+    let runner_yaml = env.folder("mapping-runner").join("runner.yaml");
+    let lookup = std::process::Command::new(common::BIN)
+        .args([
+            "secrets",
+            "get",
+            "secret:/collate/hybrid-ingestion/mysql/password",
+            "-c",
+        ])
+        .arg(&runner_yaml)
+        .output()
+        .expect("run secrets get");
+    let stdout = String::from_utf8_lossy(&lookup.stdout);
+    assert!(lookup.status.success(), "secrets get failed: {stdout}");
+    assert!(
+        stdout.contains("name:      /vault/team-a/mysql-password"),
+        "stdout: {stdout}"
+    );
+    assert!(!stdout.contains("Mapped-Pa55word"), "stdout: {stdout}");
+    env.assert_no_leaks(&control_plane, &[&runner], &["Mapped-Pa55word"])
+        .await;
+}
+
+#[tokio::test]
+async fn on_message_receives_custom_message() {
+    let env = TestEnv::new();
+    let hooks = env.folder("hooks");
+    write(
+        &hooks,
+        "messages.lua",
+        "function on_message(msg)\n  runner.log.info(\"got \" .. msg.name .. \" for \" .. msg.body.team)\nend\n",
+    );
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("listening-runner")
+            .pipeline("metadata", "true")
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let (status, body) = control_plane
+        .post(
+            "/v1/runners/listening-runner/messages",
+            &serde_json::json!({ "name": "rotate-keys", "body": { "team": "finance" } }),
+        )
+        .await;
+
+    assert_eq!(status.as_u16(), 202, "answer: {body}");
+    runner.wait_log("got rotate-keys for finance").await;
+}

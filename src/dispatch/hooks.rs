@@ -111,6 +111,28 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Hands a custom message from the control plane to `on_message`.
+    pub(super) async fn on_message(&self, message: crate::protocol::CustomMessage) {
+        let Some(hooks) = &self.hooks else {
+            tracing::info!(name = %message.name, "no hooks are configured for custom messages; ignoring it");
+            return;
+        };
+        let input = json!({ "name": message.name, "body": message.body });
+        match hooks.fire(HookPoint::OnMessage, input).await {
+            Ok(HookOutcome::NotDefined) => {
+                tracing::info!(name = %message.name, "no on_message hook; ignoring the custom message");
+            }
+            Ok(HookOutcome::Returned(_)) => {
+                tracing::info!(name = %message.name, "custom message handled by on_message");
+            }
+            Err(error) => {
+                tracing::warn!(name = %message.name, %error, "the on_message hook failed")
+            }
+        }
+    }
+}
+
 /// Checks the `env` table a pre_run hook returned.
 fn hook_env(env: Value) -> Result<BTreeMap<String, String>, String> {
     let Value::Object(entries) = env else {

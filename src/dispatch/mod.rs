@@ -198,7 +198,9 @@ impl Dispatcher {
                 self.status_changed.notify_one();
             }
             ServerMessage::Message(message) => {
-                tracing::info!(name = %message.name, "no handler for custom message; ignoring it");
+                let dispatcher = Arc::clone(self);
+                self.tracker
+                    .spawn(async move { dispatcher.on_message(message).await });
             }
             ServerMessage::Welcome(_) | ServerMessage::Ack(_) => {}
         }

@@ -165,6 +165,27 @@ pub enum FetchError {
     Other(String),
 }
 
+/// A store name chosen for a reference by a mapping other than the
+/// provider's default, such as a Lua `map_secret` hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedName {
+    pub name: String,
+    /// A version to read; the reference's own version when `None`.
+    pub version: Option<String>,
+}
+
+/// Maps references to store names ahead of the provider's default mapping.
+/// The hook engine implements it, so this module needs nothing from hooks.
+#[async_trait::async_trait]
+pub trait NameMapper: Send + Sync {
+    /// Returns the name to use, or `None` for the provider's default mapping.
+    async fn map(
+        &self,
+        reference: &SecretRef,
+        provider: &'static str,
+    ) -> Result<Option<MappedName>, String>;
+}
+
 /// A secrets store. `fetch` makes one attempt; the resolver adds timeouts
 /// and retries around it.
 #[async_trait::async_trait]

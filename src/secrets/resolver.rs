@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::{StreamExt, stream};
 
-use super::{AccessPolicy, FetchError, SecretError, SecretProvider, SecretRef, SecretValue};
+use super::{
+    AccessPolicy, FetchError, NameMapper, SecretError, SecretProvider, SecretRef, SecretValue,
+};
 use crate::redact::{Redactor, Registration};
 
 /// Longest `Retry-After` honoured; longer requests are cut to this.
@@ -68,6 +70,8 @@ struct Inner {
     cache: Mutex<HashMap<Key, (Instant, SecretValue)>>,
     /// References already warned about for being too short to redact.
     warned_short: Mutex<BTreeSet<String>>,
+    /// A mapping consulted before the provider's default one.
+    mapper: std::sync::RwLock<Option<Arc<dyn NameMapper>>>,
 }
 
 /// Resolves references through the policy and a provider.
@@ -92,6 +96,7 @@ impl Resolver {
                 in_flight: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
                 warned_short: Mutex::new(BTreeSet::new()),
+                mapper: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -104,7 +109,50 @@ impl Resolver {
         self.inner.provider.kind()
     }
 
-    /// Maps a reference to its store name, as `resolve` does.
+    /// Sets the mapping consulted before the provider's default one.
+    pub fn set_mapper(&self, mapper: Arc<dyn NameMapper>) {
+        let mut slot = self
+            .inner
+            .mapper
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(mapper);
+    }
+
+    /// Maps a reference to its store name and version, as `resolve` does:
+    /// through the mapper when one is set and returns a name, else with the
+    /// provider's default mapping.
+    pub async fn mapped(
+        &self,
+        reference: &SecretRef,
+    ) -> Result<(String, Option<String>), SecretError> {
+        let mapper = self
+            .inner
+            .mapper
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(mapper) = mapper {
+            let provider = self.inner.provider.kind();
+            let mapped = mapper.map(reference, provider).await.map_err(|detail| {
+                SecretError::InvalidName {
+                    reference: reference.to_string(),
+                    provider,
+                    detail,
+                }
+            })?;
+            if let Some(mapped) = mapped {
+                let version = mapped
+                    .version
+                    .or_else(|| reference.version().map(str::to_string));
+                return Ok((mapped.name, version));
+            }
+        }
+        let name = self.mapped_name(reference)?;
+        Ok((name, reference.version().map(str::to_string)))
+    }
+
+    /// Maps a reference with the provider's default mapping.
     pub fn mapped_name(&self, reference: &SecretRef) -> Result<String, SecretError> {
         self.inner
             .provider
@@ -132,8 +180,7 @@ impl Resolver {
             tracing::warn!(reference = %reference, "secret reference denied by policy");
             return Err(error);
         }
-        let name = self.mapped_name(reference)?;
-        let key: Key = (name, reference.version().map(str::to_string));
+        let key: Key = self.mapped(reference).await?;
         if let Some(value) = self.cached(&key) {
             return Ok((value, Source::Cache));
         }
