@@ -1,6 +1,7 @@
 //! Lua hooks through the real runner: pre_run changes a run or rejects it,
-//! post_run sees the outcome, and edits to the scripts are picked up without
-//! a restart while a broken edit keeps the last good scripts serving.
+//! map_secret chooses store names, on_message receives custom messages, and
+//! edits to the scripts are picked up without a restart while a broken edit
+//! keeps the last good scripts serving.
 
 mod common;
 
@@ -153,7 +154,7 @@ async fn failing_hook_rejects_with_file_and_line() {
 }
 
 #[tokio::test]
-async fn edited_hooks_reload_and_broken_edit_keeps_last_good() {
+async fn hooks_reload_after_broken_edit() {
     let env = TestEnv::new();
     let out = env.folder("out");
     let hooks = env.folder("hooks");

@@ -48,7 +48,7 @@ pub struct Journal {
     written: u64,
 }
 
-/// What a journal held when it was opened.
+/// Contents of a journal when it was opened.
 pub struct Loaded {
     pub journal: Journal,
     pub entries: Vec<Entry>,

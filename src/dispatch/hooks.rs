@@ -10,7 +10,7 @@ use crate::hooks::{HookOutcome, HookPoint};
 use crate::protocol::{PipelineState, RejectCode, RunRequest};
 use crate::workflow::Workflow;
 
-/// What a finished run tells `post_run`.
+/// Outcome of a finished run, as passed to `post_run`.
 pub(super) struct RunResult<'a> {
     pub state: PipelineState,
     pub exit_code: Option<i32>,
