@@ -179,3 +179,50 @@ fn help_of_every_subcommand() {
         assert!(stdout.contains(subcommand), "--help: {stdout}");
     }
 }
+
+#[test]
+fn secrets_get_masks_and_guards_reveal() {
+    let env = TestEnv::new();
+    let config = env.write_runner_config(
+        "ws://127.0.0.1:8585/agent/v1/connect",
+        None,
+        &RunnerConfig::new("lookup-runner").secret(
+            "/collate/hybrid-ingestion/mysql/password",
+            "Mysql-Pa55!word",
+        ),
+    );
+    let config = config.to_string_lossy().to_string();
+    let reference = "secret:/collate/hybrid-ingestion/mysql/password";
+
+    let masked = hybrid_runner(&["secrets", "get", reference, "-c", &config]);
+    let stdout = text(&masked.stdout);
+    assert_eq!(masked.status.code(), Some(0), "stdout: {stdout}");
+    assert!(
+        stdout.contains("value:     ****** (15 bytes"),
+        "stdout: {stdout}"
+    );
+    assert!(!stdout.contains("Mysql-Pa55!word"), "stdout: {stdout}");
+
+    // Standard output is a pipe here, so --reveal alone is rejected.
+    let refused = hybrid_runner(&["secrets", "get", reference, "-c", &config, "--reveal"]);
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(64), "stderr: {stderr}");
+    assert!(stderr.contains("add --force"), "stderr: {stderr}");
+    assert!(!text(&refused.stdout).contains("Mysql-Pa55!word"));
+
+    let forced = hybrid_runner(&[
+        "secrets", "get", reference, "-c", &config, "--reveal", "--force",
+    ]);
+    assert_eq!(forced.status.code(), Some(0));
+    assert!(text(&forced.stdout).contains("value:     Mysql-Pa55!word"));
+
+    let outside = hybrid_runner(&[
+        "secrets",
+        "get",
+        "secret:/prod/payments/db-password",
+        "-c",
+        &config,
+    ]);
+    assert_eq!(outside.status.code(), Some(1));
+    assert!(text(&outside.stderr).contains("outside the allowed prefixes"));
+}
