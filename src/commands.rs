@@ -54,6 +54,19 @@ pub struct SecretsGetArgs {
     pub force: bool,
 }
 
+/// Arguments of `hybrid-runner hooks test`.
+#[derive(Debug, clap::Args)]
+pub struct HooksTestArgs {
+    /// The hook: pre_run, post_run, map_secret or on_message.
+    pub hook: String,
+    /// JSON file with the hook's input.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The hooks folder.
+    #[arg(long, default_value = "hooks", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
 /// Arguments of `hybrid-runner quickstart`.
 #[derive(Debug, clap::Args)]
 pub struct QuickstartArgs {
@@ -263,6 +276,112 @@ async fn print_lookup(
                 "value:     {} ({} bytes; --reveal prints it)",
                 crate::redact::MASK,
                 value.expose().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hybrid-runner hooks check`: loads a hooks folder and reports the result.
+pub fn hooks_check(dir: &Path) -> ExitCode {
+    crate::logging::init("warn", false, Arc::new(Redactor::default()));
+    let set = match crate::hooks::HookSet::load(dir, crate::hooks::HookLimits::default()) {
+        Ok(set) => set,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let engine = set.current();
+    let files: Vec<String> = engine
+        .files()
+        .iter()
+        .map(|file| file.display().to_string())
+        .collect();
+    let hooks: Vec<&str> = engine
+        .defined_hooks()
+        .iter()
+        .map(|hook| hook.function_name())
+        .collect();
+    println!(
+        "{} loaded: {} file(s): {}",
+        dir.display(),
+        files.len(),
+        files.join(", ")
+    );
+    println!(
+        "hooks defined: {}",
+        if hooks.is_empty() {
+            "none".to_string()
+        } else {
+            hooks.join(", ")
+        }
+    );
+    println!("content hash: {}", engine.content_hash());
+    ExitCode::SUCCESS
+}
+
+/// `hybrid-runner hooks test`: calls one hook and prints its result as JSON.
+pub fn hooks_test(args: HooksTestArgs) -> ExitCode {
+    use crate::hooks::{HookOutcome, HookPoint};
+    crate::logging::init("info", false, Arc::new(Redactor::default()));
+    let Some(hook) = HookPoint::ALL
+        .into_iter()
+        .find(|hook| hook.function_name() == args.hook)
+    else {
+        eprintln!(
+            "error: unknown hook {:?}; use pre_run, post_run, map_secret or on_message",
+            args.hook
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let input = std::fs::read_to_string(&args.input)
+        .map_err(|error| format!("cannot read {}: {error}", args.input.display()))
+        .and_then(|text| {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|error| format!("{} is not valid JSON: {error}", args.input.display()))
+        });
+    let input = match input {
+        Ok(input) => input,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let set = match crate::hooks::HookSet::load(&args.dir, crate::hooks::HookLimits::default()) {
+        Ok(set) => set,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(set.fire(hook, input)) {
+        Ok(HookOutcome::NotDefined) => {
+            eprintln!(
+                "error: {} defines no {} function",
+                args.dir.display(),
+                args.hook
+            );
+            ExitCode::FAILURE
+        }
+        Ok(HookOutcome::Returned(value)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
             );
             ExitCode::SUCCESS
         }

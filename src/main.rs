@@ -33,6 +33,9 @@ enum Command {
     /// Look up secrets the way runs do, to check access and name mapping.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Check and try Lua hook scripts without starting the runner.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
     /// Run the reference control plane (for development, demos and tests).
     ControlPlane(commands::ControlPlaneArgs),
     /// Start a control plane and a runner on 127.0.0.1, submit the example
@@ -56,12 +59,26 @@ enum SecretsCommand {
     Get(commands::SecretsGetArgs),
 }
 
+#[derive(Subcommand)]
+enum HooksCommand {
+    /// Load every script of a hooks folder and report errors with file and
+    /// line; exits 64 when loading fails.
+    Check {
+        /// The hooks folder.
+        dir: PathBuf,
+    },
+    /// Call one hook with a JSON input and print what it returns.
+    Test(commands::HooksTestArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => commands::run(&config),
         Command::Check { config } => commands::check(&config),
         Command::Secrets(SecretsCommand::Get(args)) => commands::secrets_get(args),
+        Command::Hooks(HooksCommand::Check { dir }) => commands::hooks_check(&dir),
+        Command::Hooks(HooksCommand::Test(args)) => commands::hooks_test(args),
         Command::ControlPlane(args) => commands::control_plane(args),
         Command::Quickstart(args) => commands::quickstart(args),
         Command::DemoConnector { config } => commands::demo_connector(&config),

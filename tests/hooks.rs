@@ -307,3 +307,60 @@ async fn on_message_receives_custom_message() {
     assert_eq!(status.as_u16(), 202, "answer: {body}");
     runner.wait_log("got rotate-keys for finance").await;
 }
+
+#[test]
+fn hooks_check_and_test_commands() {
+    let env = TestEnv::new();
+    let hooks = env.folder("cli-hooks");
+    write(&hooks, "pre.lua", &pre_run_script("from the cli"));
+    let input = env.path("input.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({
+            "runId": "r1",
+            "pipelineFqn": "svc.pipe",
+            "pipelineType": "metadata",
+            "config": { "source": { "sourceConfig": { "config": { "type": "DatabaseMetadata" } } } },
+        })
+        .to_string(),
+    )
+    .expect("write input");
+
+    let checked = std::process::Command::new(common::BIN)
+        .args(["hooks", "check"])
+        .arg(&hooks)
+        .output()
+        .expect("run hooks check");
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(0), "stdout: {stdout}");
+    assert!(
+        stdout.contains("hooks defined: pre_run"),
+        "stdout: {stdout}"
+    );
+
+    let tested = std::process::Command::new(common::BIN)
+        .args(["hooks", "test", "pre_run", "--input"])
+        .arg(&input)
+        .arg("--dir")
+        .arg(&hooks)
+        .output()
+        .expect("run hooks test");
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert_eq!(tested.status.code(), Some(0), "stdout: {stdout}");
+    let returned: Value = serde_json::from_str(&stdout).expect("hooks test prints JSON");
+    assert_eq!(returned["env"]["HOOK_GREETING"], "from the cli");
+
+    write(
+        &hooks,
+        "pre.lua",
+        "function pre_run(run)\n  return {\nend\n",
+    );
+    let broken = std::process::Command::new(common::BIN)
+        .args(["hooks", "check"])
+        .arg(&hooks)
+        .output()
+        .expect("run hooks check");
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert_eq!(broken.status.code(), Some(64), "stderr: {stderr}");
+    assert!(stderr.contains("pre.lua:3"), "stderr: {stderr}");
+}
