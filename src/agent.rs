@@ -75,7 +75,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
             path: config.state_dir.join("active-runs.jsonl"),
             source,
         })?;
-    let hooks = load_hooks(&config)?;
+    let hooks = load_hooks(&config, Some(event_sink(Arc::clone(&outbox))))?;
     if let Some(hooks) = &hooks {
         resolver.set_mapper(Arc::clone(hooks) as Arc<dyn crate::secrets::NameMapper>);
     }
@@ -126,7 +126,12 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     );
     let session_stop = CancellationToken::new();
     if let (Some(hooks), Some(settings)) = (hooks, &config.hooks) {
-        tokio::spawn(reload_hooks(hooks, settings.debounce, session_stop.clone()));
+        tokio::spawn(reload_hooks(
+            hooks,
+            Arc::clone(&outbox),
+            settings.debounce,
+            session_stop.clone(),
+        ));
     }
     let session_task = tokio::spawn(session.run(session_stop.clone()));
     let dispatch_task = tokio::spawn(Arc::clone(&dispatcher).serve(inbound_rx));
@@ -141,14 +146,20 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     Ok(())
 }
 
-/// Loads the hook scripts named in runner.yaml, if any.
+/// Loads the hook scripts named in runner.yaml, if any. Events the hooks
+/// send go to `events`.
 pub(crate) fn load_hooks(
     config: &Config,
+    events: Option<crate::hooks::EventSink>,
 ) -> Result<Option<Arc<crate::hooks::HookSet>>, AgentError> {
     let Some(settings) = &config.hooks else {
         return Ok(None);
     };
-    let set = crate::hooks::HookSet::load(&settings.dir, settings.limits.clone())?;
+    let limits = crate::hooks::HookLimits {
+        events,
+        ..settings.limits.clone()
+    };
+    let set = crate::hooks::HookSet::load(&settings.dir, limits)?;
     let current = set.current();
     tracing::info!(
         dir = %settings.dir.display(),
@@ -159,10 +170,20 @@ pub(crate) fn load_hooks(
     Ok(Some(Arc::new(set)))
 }
 
-/// Reloads the hooks when their files change or on SIGHUP. A failed reload
-/// keeps the last good generation serving.
+/// Returns a sink that sends hook events to the control plane through the
+/// outbox, which redacts them.
+fn event_sink(outbox: Arc<Outbox>) -> crate::hooks::EventSink {
+    crate::hooks::EventSink(Arc::new(move |kind, payload| {
+        outbox.push(&crate::protocol::Event { kind, payload });
+    }))
+}
+
+/// Reloads the hooks when their files change or on SIGHUP, and reports each
+/// reload to the control plane. A failed reload keeps the last good
+/// generation serving.
 async fn reload_hooks(
     hooks: Arc<crate::hooks::HookSet>,
+    outbox: Arc<Outbox>,
     debounce: Duration,
     stop: CancellationToken,
 ) {
@@ -190,16 +211,35 @@ async fn reload_hooks(
             _ = hangup_received => tracing::info!("SIGHUP received: reloading hooks"),
             () = stop.cancelled() => return,
         }
-        match hooks.reload().await {
-            Ok(report) if report.changed => tracing::info!(
+        report_reload(&hooks, &outbox).await;
+    }
+}
+
+async fn report_reload(hooks: &crate::hooks::HookSet, outbox: &Outbox) {
+    match hooks.reload().await {
+        Ok(report) if report.changed => {
+            tracing::info!(
                 generation = report.generation,
                 content_hash = %report.content_hash,
                 "hooks reloaded"
-            ),
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "hooks reload failed; the previous generation keeps serving")
-            }
+            );
+            outbox.push(&crate::protocol::HooksReloaded {
+                generation: report.generation,
+                content_hash: report.content_hash,
+                files: report
+                    .files
+                    .iter()
+                    .map(|file| file.display().to_string())
+                    .collect(),
+            });
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "hooks reload failed; the previous generation keeps serving");
+            outbox.push(&crate::protocol::HooksFailed {
+                generation: hooks.current().generation(),
+                error: error.to_string(),
+            });
         }
     }
 }

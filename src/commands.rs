@@ -237,7 +237,7 @@ pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
             }
         };
         // A map_secret hook maps names for runs, so it maps them here too.
-        match crate::agent::load_hooks(&config) {
+        match crate::agent::load_hooks(&config, None) {
             Ok(Some(hooks)) => resolver.set_mapper(hooks),
             Ok(None) => {}
             Err(error) => {
@@ -352,7 +352,15 @@ pub fn hooks_test(args: HooksTestArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let set = match crate::hooks::HookSet::load(&args.dir, crate::hooks::HookLimits::default()) {
+    // Events a hook sends are printed instead of going to a control plane.
+    let events = crate::hooks::EventSink(Arc::new(|kind, payload| {
+        eprintln!("event {kind}: {payload}");
+    }));
+    let limits = crate::hooks::HookLimits {
+        events: Some(events),
+        ..crate::hooks::HookLimits::default()
+    };
+    let set = match crate::hooks::HookSet::load(&args.dir, limits) {
         Ok(set) => set,
         Err(error) => {
             eprintln!("error: {error}");

@@ -324,6 +324,38 @@ pub struct CustomMessage {
 }
 message!(CustomMessage, "message");
 
+/// A custom event for the control plane, sent by a hook or by the runner
+/// about a hook.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Value,
+}
+message!(Event, "event");
+
+/// A new generation of hook scripts serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HooksReloaded {
+    pub generation: u64,
+    pub content_hash: String,
+    pub files: Vec<String>,
+}
+message!(HooksReloaded, "hooks.reloaded");
+
+/// A reload failed; the previous generation keeps serving.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HooksFailed {
+    /// Generation that keeps serving.
+    pub generation: u64,
+    /// The error, with file and line.
+    pub error: String,
+}
+message!(HooksFailed, "hooks.failed");
+
 /// A message from the control plane, decoded by type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
@@ -359,6 +391,9 @@ pub enum RunnerMessage {
     RunRejected(RunRejected),
     RunStatus(RunStatus),
     RunLog(RunLog),
+    Event(Event),
+    HooksReloaded(HooksReloaded),
+    HooksFailed(HooksFailed),
 }
 
 impl RunnerMessage {
@@ -371,6 +406,9 @@ impl RunnerMessage {
             "run.rejected" => RunnerMessage::RunRejected(envelope.payload_as()?),
             "run.status" => RunnerMessage::RunStatus(envelope.payload_as()?),
             "run.log" => RunnerMessage::RunLog(envelope.payload_as()?),
+            "event" => RunnerMessage::Event(envelope.payload_as()?),
+            "hooks.reloaded" => RunnerMessage::HooksReloaded(envelope.payload_as()?),
+            "hooks.failed" => RunnerMessage::HooksFailed(envelope.payload_as()?),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         })
     }

@@ -183,6 +183,20 @@ async fn hooks_reload_after_broken_edit() {
     let greeting = std::fs::read_to_string(out.join(format!("{run_id}.env"))).expect("env file");
     assert_eq!(greeting, "first", "the last good generation serves");
     assert!(runner.log().contains("pre.lua:3"), "log: {}", runner.log());
+    let failed = wait_until(
+        "a hooks.failed event",
+        Duration::from_secs(10),
+        async || {
+            let view = control_plane.runner_view("reloading-runner").await?;
+            view["events"]
+                .as_array()?
+                .iter()
+                .find(|event| event["type"] == "hooks.failed")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(failed["payload"]["generation"], 1, "event: {failed}");
 
     // A fixed edit is picked up without a restart.
     write(&hooks, "pre.lua", &pre_run_script("second"));
@@ -199,6 +213,16 @@ async fn hooks_reload_after_broken_edit() {
         },
     )
     .await;
+    let view = control_plane
+        .runner_view("reloading-runner")
+        .await
+        .expect("runner view");
+    let reloaded = view["events"].as_array().and_then(|events| {
+        events
+            .iter()
+            .find(|event| event["type"] == "hooks.reloaded")
+    });
+    assert!(reloaded.is_some(), "events: {}", view["events"]);
     env.assert_no_leaks(&control_plane, &[&runner], &[]).await;
 }
 
@@ -363,4 +387,58 @@ fn hooks_check_and_test_commands() {
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert_eq!(broken.status.code(), Some(64), "stderr: {stderr}");
     assert!(stderr.contains("pre.lua:3"), "stderr: {stderr}");
+}
+
+const TRICKY: &str = "Tr1cky/Pa55+word=\"x\"";
+
+#[tokio::test]
+async fn post_run_event_is_redacted() {
+    let env = TestEnv::new();
+    let hooks = env.folder("hooks");
+    // The hook holds the secret itself; the runner must still mask it.
+    write(
+        &hooks,
+        "post.lua",
+        r#"
+function post_run(run)
+  runner.saas.send("run.finished", { run = run.runId, state = run.result.state, note = "pw=Tr1cky/Pa55+word=\"x\"" })
+end
+"#,
+    );
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("eventful-runner")
+            .pipeline("metadata", "true")
+            .secret("/collate/hybrid-ingestion/mysql/password", TRICKY)
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let run_id = control_plane
+        .submit(&submission("eventful-runner", MAPPED_WORKFLOW))
+        .await;
+    control_plane.wait_final(&run_id).await;
+    let event = wait_until("the post_run event", Duration::from_secs(10), async || {
+        let view = control_plane.runner_view("eventful-runner").await?;
+        view["events"]
+            .as_array()?
+            .iter()
+            .find(|event| event["type"] == "event")
+            .cloned()
+    })
+    .await;
+
+    assert_eq!(event["payload"]["kind"], "run.finished", "event: {event}");
+    assert_eq!(
+        event["payload"]["payload"]["run"],
+        run_id.as_str(),
+        "event: {event}"
+    );
+    assert_eq!(
+        event["payload"]["payload"]["note"], "pw=******",
+        "event: {event}"
+    );
+    env.assert_no_leaks(&control_plane, &[&runner], &[TRICKY])
+        .await;
 }

@@ -439,6 +439,7 @@ fn read_hooks(mut section: Section, issues: &mut Issues) -> Option<HooksConfig> 
             time_limit,
             memory_limit_bytes,
             env_allowlist,
+            events: None,
         },
         debounce,
     })

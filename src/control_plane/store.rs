@@ -50,7 +50,12 @@ struct RunnerEntry {
     last_heartbeat: i64,
     last_heartbeat_instant: Instant,
     session: Option<SessionLink>,
+    /// Latest events, hook reloads and failures, oldest first.
+    events: std::collections::VecDeque<serde_json::Value>,
 }
+
+/// Events kept per runner.
+const EVENTS_KEPT: usize = 50;
 
 /// Runner liveness as shown by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,6 +78,8 @@ pub(super) struct RunnerView {
     pub draining: bool,
     pub connected_at: i64,
     pub last_heartbeat: i64,
+    /// Latest events (`event`, `hooks.reloaded`, `hooks.failed`), oldest first.
+    pub events: Vec<serde_json::Value>,
 }
 
 /// Outcome of a run request: sent, or accepted or rejected by the runner.
@@ -230,7 +237,14 @@ impl Store {
     /// Records a runner's `hello` and makes `link` its current session.
     pub(super) fn register_session(&mut self, hello: &Hello, link: SessionLink) -> Registration {
         let now = crate::now_millis();
+        // Events survive a reconnect of the same runner.
+        let events = self
+            .runners
+            .get(&hello.agent_id)
+            .map(|entry| entry.events.clone())
+            .unwrap_or_default();
         let entry = RunnerEntry {
+            events,
             version: hello.version.clone(),
             instance_id: hello.instance_id.clone(),
             capacity: hello.capacity,
@@ -302,6 +316,7 @@ impl Store {
                 draining: entry.draining,
                 connected_at: entry.connected_at,
                 last_heartbeat: entry.last_heartbeat,
+                events: entry.events.iter().cloned().collect(),
             })
             .collect()
     }
@@ -390,8 +405,39 @@ impl Store {
                 self.apply_log(agent_id, log);
                 None
             }
+            RunnerMessage::Event(event) => {
+                self.record_event(agent_id, "event", serde_json::to_value(event).ok());
+                None
+            }
+            RunnerMessage::HooksReloaded(reloaded) => {
+                self.record_event(
+                    agent_id,
+                    "hooks.reloaded",
+                    serde_json::to_value(reloaded).ok(),
+                );
+                None
+            }
+            RunnerMessage::HooksFailed(failed) => {
+                self.record_event(agent_id, "hooks.failed", serde_json::to_value(failed).ok());
+                None
+            }
             RunnerMessage::Hello(_) | RunnerMessage::Heartbeat(_) => None,
         }
+    }
+
+    /// Keeps one event of a runner, dropping the oldest beyond [`EVENTS_KEPT`].
+    fn record_event(&mut self, agent_id: &str, kind: &str, payload: Option<serde_json::Value>) {
+        let Some(entry) = self.runners.get_mut(agent_id) else {
+            return;
+        };
+        if entry.events.len() == EVENTS_KEPT {
+            entry.events.pop_front();
+        }
+        entry.events.push_back(serde_json::json!({
+            "type": kind,
+            "ts": crate::now_millis(),
+            "payload": payload,
+        }));
     }
 
     fn apply_rejected(

@@ -107,6 +107,14 @@ impl Dispatcher {
         });
         if let Err(error) = hooks.fire(HookPoint::PostRun, input).await {
             tracing::warn!(%error, "the post_run hook failed; the run's status is unchanged");
+            self.outbox.push(&crate::protocol::Event {
+                kind: "hook.failed".into(),
+                payload: json!({
+                    "hook": "post_run",
+                    "runId": request.run_id,
+                    "error": error.to_string(),
+                }),
+            });
         }
     }
 }

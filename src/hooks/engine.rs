@@ -226,6 +226,6 @@ fn build_state(
 ) -> mlua::Result<Lua> {
     let lua = sandbox::new_state(limits)?;
     modules::register_require(&lua, Arc::clone(scripts), Arc::clone(modules))?;
-    api::register_all(&lua, &limits.env_allowlist)?;
+    api::register_all(&lua, limits)?;
     Ok(lua)
 }

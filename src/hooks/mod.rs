@@ -113,6 +113,24 @@ pub struct HookLimits {
     /// Environment variables `runner.env.get` may read. Every other name raises
     /// an error.
     pub env_allowlist: Vec<String>,
+    /// Where `runner.saas.send` delivers events; without one it raises an error.
+    pub events: Option<EventSink>,
+}
+
+/// Receives the events hooks send with `runner.saas.send(kind, payload)`.
+#[derive(Clone)]
+pub struct EventSink(pub std::sync::Arc<dyn Fn(String, serde_json::Value) + Send + Sync>);
+
+impl fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventSink")
+    }
+}
+
+impl PartialEq for EventSink {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl HookLimits {
@@ -131,6 +149,7 @@ impl Default for HookLimits {
             time_limit: Self::DEFAULT_TIME_LIMIT,
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             env_allowlist: Vec::new(),
+            events: None,
         }
     }
 }

@@ -3,11 +3,13 @@
 //! Each area is registered by its own function into the `runner` table:
 //! `runner.sleep` ([`register_sleep`]), `runner.log` and `print`
 //! ([`register_log`]), `runner.json` ([`register_json`]), `runner.yaml`
-//! ([`register_yaml`]) and `runner.env` ([`register_env`]).
+//! ([`register_yaml`]), `runner.env` ([`register_env`]) and `runner.saas`
+//! ([`register_saas`]).
 
 mod env;
 mod json;
 mod log;
+mod saas;
 mod sleep;
 mod yaml;
 
@@ -19,6 +21,7 @@ pub(crate) use env::register_env;
 pub(crate) use json::register_json;
 pub(crate) use json::{json_to_lua, lua_to_json};
 pub(crate) use log::register_log;
+pub(crate) use saas::register_saas;
 pub(crate) use sleep::register_sleep;
 pub(crate) use yaml::register_yaml;
 
@@ -28,13 +31,14 @@ pub(crate) use yaml::register_yaml;
 pub(crate) const MAX_DECODE_BYTES: usize = 1024 * 1024;
 
 /// Creates the `runner` global with every API area.
-pub(crate) fn register_all(lua: &Lua, env_allowlist: &[String]) -> mlua::Result<()> {
+pub(crate) fn register_all(lua: &Lua, limits: &super::HookLimits) -> mlua::Result<()> {
     let runner = lua.create_table()?;
     register_sleep(lua, &runner)?;
     register_log(lua, &runner)?;
     register_json(lua, &runner)?;
     register_yaml(lua, &runner)?;
-    register_env(lua, &runner, Arc::from(env_allowlist))?;
+    register_env(lua, &runner, Arc::from(limits.env_allowlist.as_slice()))?;
+    register_saas(lua, &runner, limits.events.clone())?;
     lua.globals().raw_set("runner", runner)
 }
 
