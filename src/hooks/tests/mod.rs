@@ -34,6 +34,7 @@ fn test_limits() -> HookLimits {
         time_limit: Duration::from_secs(2),
         memory_limit_bytes: 16 * 1024 * 1024,
         env_allowlist: Vec::new(),
+        events: None,
     }
 }
 
