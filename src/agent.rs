@@ -2,7 +2,7 @@
 //! and runs until a signal stops it.
 //!
 //! Shutdown: the first SIGTERM or SIGINT stops new runs and lets active ones
-//! finish for up to the drain timeout, then cancels them; a second signal
+//! finish for up to the drain timeout, then cancels them. A second signal
 //! cancels them at once. The outbox gets a short time to flush before exit.
 
 use std::sync::Arc;

@@ -328,6 +328,7 @@ pub fn hooks_check(dir: &Path) -> ExitCode {
 /// `hybrid-runner hooks test`: calls one hook and prints its result as JSON.
 pub fn hooks_test(args: HooksTestArgs) -> ExitCode {
     use crate::hooks::{HookOutcome, HookPoint};
+
     crate::logging::init("info", false, Arc::new(Redactor::default()));
     let Some(hook) = HookPoint::ALL
         .into_iter()
@@ -339,19 +340,14 @@ pub fn hooks_test(args: HooksTestArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     };
-    let input = std::fs::read_to_string(&args.input)
-        .map_err(|error| format!("cannot read {}: {error}", args.input.display()))
-        .and_then(|text| {
-            serde_json::from_str::<serde_json::Value>(&text)
-                .map_err(|error| format!("{} is not valid JSON: {error}", args.input.display()))
-        });
-    let input = match input {
+    let input = match read_json_file(&args.input) {
         Ok(input) => input,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+
     // Events a hook sends are printed instead of going to a control plane.
     let events = crate::hooks::EventSink(Arc::new(|kind, payload| {
         eprintln!("event {kind}: {payload}");
@@ -377,6 +373,7 @@ pub fn hooks_test(args: HooksTestArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+
     match runtime.block_on(set.fire(hook, input)) {
         Ok(HookOutcome::NotDefined) => {
             eprintln!(
@@ -398,6 +395,13 @@ pub fn hooks_test(args: HooksTestArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn read_json_file(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|error| format!("{} is not valid JSON: {error}", path.display()))
 }
 
 /// `hybrid-runner control-plane`: serves until Ctrl-C or SIGTERM.

@@ -5,7 +5,7 @@ use mlua::{Lua, Table, Value};
 use super::{error_at, lua_to_json, sub_table};
 use crate::hooks::EventSink;
 
-/// Longest event kind accepted, in bytes.
+/// Maximum length of an event kind, in bytes.
 const MAX_KIND_BYTES: usize = 128;
 
 /// Registers `runner.saas.send(kind, payload)`. The payload is converted to
