@@ -3,14 +3,15 @@
 //! Each area is registered by its own function into the `runner` table:
 //! `runner.sleep` ([`register_sleep`]), `runner.log` and `print`
 //! ([`register_log`]), `runner.json` ([`register_json`]), `runner.yaml`
-//! ([`register_yaml`]), `runner.env` ([`register_env`]) and `runner.saas`
-//! ([`register_saas`]).
+//! ([`register_yaml`]), `runner.env` ([`register_env`]), `runner.saas`
+//! ([`register_saas`]) and `runner.tcp` ([`register_tcp`]).
 
 mod env;
 mod json;
 mod log;
 mod saas;
 mod sleep;
+mod tcp;
 mod yaml;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub(crate) use json::{json_to_lua, lua_to_json};
 pub(crate) use log::register_log;
 pub(crate) use saas::register_saas;
 pub(crate) use sleep::register_sleep;
+pub(crate) use tcp::register_tcp;
 pub(crate) use yaml::register_yaml;
 
 /// Largest string `runner.json.decode` and `runner.yaml.decode` accept, in bytes.
@@ -39,6 +41,7 @@ pub(crate) fn register_all(lua: &Lua, limits: &super::HookLimits) -> mlua::Resul
     register_yaml(lua, &runner)?;
     register_env(lua, &runner, Arc::from(limits.env_allowlist.as_slice()))?;
     register_saas(lua, &runner, limits.events.clone())?;
+    register_tcp(lua, &runner)?;
     lua.globals().raw_set("runner", runner)
 }
 

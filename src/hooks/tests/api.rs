@@ -177,3 +177,37 @@ async fn log_and_print_reach_tracing() {
     assert!(lines[1].contains("line=3"), "{}", lines[1]);
     assert!(lines[2].contains("DEBUG"), "{}", lines[2]);
 }
+
+#[tokio::test]
+async fn tcp_check_reports_open_and_closed_ports() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = {
+        let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        spare.local_addr().unwrap().port()
+    };
+    let script = r#"
+function pre_run(input)
+  local up = runner.tcp.check("127.0.0.1", input.open, 2)
+  local down, message = runner.tcp.check("127.0.0.1", input.closed, 2)
+  return { up = up, down = down, message = message }
+end
+"#;
+    let (_root, engine) = load(&[("tcp.lua", script)]);
+
+    let returned = fire_ok(
+        &engine,
+        HookPoint::PreRun,
+        json!({ "open": open, "closed": closed }),
+    )
+    .await;
+
+    assert_eq!(returned["up"], true, "returned: {returned}");
+    assert_eq!(returned["down"], false, "returned: {returned}");
+    let message = returned["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("127.0.0.1:{closed}")),
+        "message: {message}"
+    );
+    drop(listener);
+}
