@@ -211,36 +211,7 @@ async fn reload_hooks(
             _ = hangup_received => tracing::info!("SIGHUP received: reloading hooks"),
             () = stop.cancelled() => return,
         }
-        report_reload(&hooks, &outbox).await;
-    }
-}
-
-async fn report_reload(hooks: &crate::hooks::HookSet, outbox: &Outbox) {
-    match hooks.reload().await {
-        Ok(report) if report.changed => {
-            tracing::info!(
-                generation = report.generation,
-                content_hash = %report.content_hash,
-                "hooks reloaded"
-            );
-            outbox.push(&crate::protocol::HooksReloaded {
-                generation: report.generation,
-                content_hash: report.content_hash,
-                files: report
-                    .files
-                    .iter()
-                    .map(|file| file.display().to_string())
-                    .collect(),
-            });
-        }
-        Ok(_) => {}
-        Err(error) => {
-            tracing::warn!(%error, "hooks reload failed; the previous generation keeps serving");
-            outbox.push(&crate::protocol::HooksFailed {
-                generation: hooks.current().generation(),
-                error: error.to_string(),
-            });
-        }
+        crate::dispatch::reload_and_report(&hooks, &outbox).await;
     }
 }
 

@@ -152,6 +152,17 @@ pub struct Heartbeat {
     pub capacity: usize,
     pub active_runs: Vec<String>,
     pub draining: bool,
+    /// The hook generation serving, when hooks are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksGeneration>,
+}
+
+/// A generation of hook scripts and the hash of their content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HooksGeneration {
+    pub generation: u64,
+    pub content_hash: String,
 }
 message!(Heartbeat, "heartbeat");
 
@@ -306,6 +317,12 @@ pub struct RunnerDrain {
 }
 message!(RunnerDrain, "runner.drain");
 
+/// A request to reload the hook scripts now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerReload {}
+message!(RunnerReload, "runner.reload");
+
 /// Cumulative acknowledgement: every `seq` up to and including this one arrived.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -363,6 +380,7 @@ pub enum ServerMessage {
     RunRequest(RunRequest),
     RunCancel(RunCancel),
     RunnerDrain(RunnerDrain),
+    RunnerReload(RunnerReload),
     Message(CustomMessage),
     Ack(Ack),
 }
@@ -375,6 +393,7 @@ impl ServerMessage {
             "run.request" => ServerMessage::RunRequest(envelope.payload_as()?),
             "run.cancel" => ServerMessage::RunCancel(envelope.payload_as()?),
             "runner.drain" => ServerMessage::RunnerDrain(envelope.payload_as()?),
+            "runner.reload" => ServerMessage::RunnerReload(envelope.payload_as()?),
             "message" => ServerMessage::Message(envelope.payload_as()?),
             "ack" => ServerMessage::Ack(envelope.payload_as()?),
             other => return Err(DecodeError::UnknownType(other.to_string())),

@@ -223,6 +223,18 @@ async fn hooks_reload_after_broken_edit() {
             .find(|event| event["type"] == "hooks.reloaded")
     });
     assert!(reloaded.is_some(), "events: {}", view["events"]);
+
+    // The control plane can ask for a reload too.
+    let (status, body) = control_plane
+        .post(
+            "/v1/runners/reloading-runner/reload",
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "answer: {body}");
+    runner
+        .wait_log("reload requested by the control plane")
+        .await;
     env.assert_no_leaks(&control_plane, &[&runner], &[]).await;
 }
 

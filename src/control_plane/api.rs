@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /v1/runners` | runners with status, capacity, active runs and heartbeat times |
 //! | `POST /v1/runners/{agentId}/drain` | sends `runner.drain`, body `{reason?}` or empty |
+//! | `POST /v1/runners/{agentId}/reload` | sends `runner.reload` |
 //! | `POST /v1/runners/{agentId}/messages` | sends `message`, body `{name, body}` |
 //! | `POST /v1/runs` | sends `run.request` and returns `202 {runId}` |
 //! | `GET /v1/runs` | run summaries in submission order |
@@ -103,6 +104,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/runners", get(list_runners))
         .route("/v1/runners/{agent_id}/drain", post(drain_runner))
+        .route("/v1/runners/{agent_id}/reload", post(reload_runner))
         .route("/v1/runners/{agent_id}/messages", post(send_message))
         .route("/v1/runs", get(list_runs).post(submit_run))
         .route("/v1/runs/{run_id}", get(get_run))
@@ -259,6 +261,12 @@ async fn drain_runner(
     let body = body_bytes(body)?;
     let reason = optional_reason(&body)?;
     shared.drain_runner(&agent_id, reason)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "agentId": agent_id }))).into_response())
+}
+
+async fn reload_runner(State(shared): State<Arc<Shared>>, agent_id: PathParam) -> ApiResult {
+    let agent_id = path_param(agent_id)?;
+    shared.reload_runner(&agent_id)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "agentId": agent_id }))).into_response())
 }
 

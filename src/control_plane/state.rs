@@ -166,6 +166,13 @@ impl Shared {
         Ok(())
     }
 
+    /// Queues a `runner.reload` for a connected runner's hooks.
+    pub(super) fn reload_runner(&self, agent_id: &str) -> Result<(), ControlPlaneError> {
+        self.send_to_runner(agent_id, &crate::protocol::RunnerReload {})?;
+        tracing::info!(agent_id, "runner hooks reload sent");
+        Ok(())
+    }
+
     /// Queues a custom `message` for a connected runner's hooks.
     pub(super) fn send_message(
         &self,

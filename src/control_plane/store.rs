@@ -52,6 +52,8 @@ struct RunnerEntry {
     session: Option<SessionLink>,
     /// Latest events, hook reloads and failures, oldest first.
     events: std::collections::VecDeque<serde_json::Value>,
+    /// Hook generation from the last heartbeat.
+    hooks: Option<crate::protocol::HooksGeneration>,
 }
 
 /// Events kept per runner.
@@ -80,6 +82,9 @@ pub(super) struct RunnerView {
     pub last_heartbeat: i64,
     /// Latest events (`event`, `hooks.reloaded`, `hooks.failed`), oldest first.
     pub events: Vec<serde_json::Value>,
+    /// Hook generation serving, from the last heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::protocol::HooksGeneration>,
 }
 
 /// Outcome of a run request: sent, or accepted or rejected by the runner.
@@ -245,6 +250,7 @@ impl Store {
             .unwrap_or_default();
         let entry = RunnerEntry {
             events,
+            hooks: None,
             version: hello.version.clone(),
             instance_id: hello.instance_id.clone(),
             capacity: hello.capacity,
@@ -272,6 +278,7 @@ impl Store {
         entry.capacity = beat.capacity;
         entry.active_runs = beat.active_runs.clone();
         entry.draining = beat.draining;
+        entry.hooks = beat.hooks.clone();
         entry.last_heartbeat = crate::now_millis();
         entry.last_heartbeat_instant = Instant::now();
     }
@@ -317,6 +324,7 @@ impl Store {
                 connected_at: entry.connected_at,
                 last_heartbeat: entry.last_heartbeat,
                 events: entry.events.iter().cloned().collect(),
+                hooks: entry.hooks.clone(),
             })
             .collect()
     }

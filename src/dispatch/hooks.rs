@@ -167,3 +167,35 @@ fn hook_env(env: Value) -> Result<BTreeMap<String, String>, String> {
     }
     Ok(out)
 }
+
+/// Reloads the hook scripts and reports the result to the control plane as
+/// `hooks.reloaded` or `hooks.failed`. A failed reload keeps the last good
+/// generation serving.
+pub async fn reload_and_report(hooks: &crate::hooks::HookSet, outbox: &crate::control::Outbox) {
+    match hooks.reload().await {
+        Ok(report) if report.changed => {
+            tracing::info!(
+                generation = report.generation,
+                content_hash = %report.content_hash,
+                "hooks reloaded"
+            );
+            outbox.push(&crate::protocol::HooksReloaded {
+                generation: report.generation,
+                content_hash: report.content_hash,
+                files: report
+                    .files
+                    .iter()
+                    .map(|file| file.display().to_string())
+                    .collect(),
+            });
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "hooks reload failed; the previous generation keeps serving");
+            outbox.push(&crate::protocol::HooksFailed {
+                generation: hooks.current().generation(),
+                error: error.to_string(),
+            });
+        }
+    }
+}

@@ -29,6 +29,7 @@ use crate::workflow::{Workflow, WorkflowError};
 
 mod hooks;
 pub mod registry;
+pub use hooks::reload_and_report;
 use registry::{Registry, RunRecord};
 
 /// Maximum number of lines in one `run.log` chunk.
@@ -163,10 +164,18 @@ impl Dispatcher {
     pub fn status(&self) -> Heartbeat {
         let mut active_runs: Vec<String> = self.lock_runs().keys().cloned().collect();
         active_runs.sort();
+        let hooks = self.hooks.as_ref().map(|hooks| {
+            let current = hooks.current();
+            crate::protocol::HooksGeneration {
+                generation: current.generation(),
+                content_hash: current.content_hash(),
+            }
+        });
         Heartbeat {
             capacity: self.config.runs.capacity,
             active_runs,
             draining: self.draining.load(Ordering::SeqCst),
+            hooks,
         }
     }
 
@@ -196,6 +205,18 @@ impl Dispatcher {
                 tracing::info!("drain requested by the control plane; new runs will be rejected");
                 self.draining.store(true, Ordering::SeqCst);
                 self.status_changed.notify_one();
+            }
+            ServerMessage::RunnerReload(_) => {
+                let dispatcher = Arc::clone(self);
+                self.tracker.spawn(async move {
+                    match &dispatcher.hooks {
+                        Some(hooks) => {
+                            tracing::info!("reload requested by the control plane");
+                            reload_and_report(hooks, &dispatcher.outbox).await;
+                        }
+                        None => tracing::info!("reload requested, but no hooks are configured"),
+                    }
+                });
             }
             ServerMessage::Message(message) => {
                 let dispatcher = Arc::clone(self);
