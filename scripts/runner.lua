@@ -1,0 +1,152 @@
+---@meta
+-- Type definitions for hybrid-runner Lua hooks, for the Lua language server
+-- (LuaLS). The runner provides `runner` itself, and hook scripts define the
+-- global hook functions declared at the end. Keep this file out of the hooks
+-- folder, because the runner loads every *.lua file there and this one would
+-- replace `runner` and define empty hooks.
+-- docs/hooks.md describes each hook point and each function.
+
+---@alias hybrid.PipelineState "queued"|"running"|"success"|"failed"|"partialSuccess"|"stopped"
+
+---Input of `pre_run`: the run request, before any secret is resolved.
+---@class hybrid.Run
+---@field runId string
+---@field pipelineFqn string
+---@field pipelineType string
+---@field config table<string, any> OpenMetadata workflow config with `secret:` references still unresolved
+
+---Return value of `pre_run`. Every field is optional.
+---@class hybrid.PreRunResult
+---@field reject? string reason to reject the run with code `hookRejected`, so nothing starts
+---@field config? table<string, any> replacement workflow config, checked like the original
+---@field env? table<string, string> variables for the workflow process; names must not start with `HYBRID_RUNNER_`
+
+---Outcome of a finished run.
+---@class hybrid.RunResult
+---@field state hybrid.PipelineState final state
+---@field exitCode? integer exit code of the workflow process, when it exited with one
+---@field reason? string reason reported with the final status, if any
+---@field durationMs integer run time in milliseconds
+---@field lastLines string[] the last five output lines, redacted
+
+---Input of `post_run`: the run request and its outcome.
+---@class hybrid.FinishedRun
+---@field runId string
+---@field pipelineFqn string
+---@field pipelineType string
+---@field result hybrid.RunResult
+
+---Input of `map_secret`: one secret reference that the access policy allowed.
+---@class hybrid.SecretRef
+---@field reference string the reference as written, `secret:/...`
+---@field path string the path after `secret:`
+---@field version? string version named in the reference, if any
+---@field provider "aws"|"azure"|"gcp"|"kubernetes"|"file"|"env" secrets provider of the runner
+
+---Store name and version chosen by `map_secret`.
+---@class hybrid.MappedSecret
+---@field name string
+---@field version? string
+
+---Input of `on_message`: a custom message from the control plane.
+---@class hybrid.Message
+---@field name string
+---@field body any JSON body, with `null` as nil
+
+---The runner API, which the runner creates in every hook state.
+runner = {}
+
+---Waits without blocking other runs or hooks.
+---@param seconds number
+function runner.sleep(seconds) end
+
+---Writes to the runner's log with the hook, file and line.
+runner.log = {}
+
+---@param message string
+function runner.log.debug(message) end
+
+---@param message string
+function runner.log.info(message) end
+
+---@param message string
+function runner.log.warn(message) end
+
+---@param message string
+function runner.log.error(message) end
+
+runner.json = {}
+
+---Encodes a Lua value as JSON. Functions, userdata other than
+---`runner.json.null` and tables with cycles raise an error.
+---@param value any
+---@return string
+function runner.json.encode(value) end
+
+---Decodes JSON text, with `null` as nil. Invalid JSON raises an error.
+---@param text string
+---@return any
+function runner.json.decode(text) end
+
+---The value that encodes as JSON `null`.
+---@type lightuserdata
+runner.json.null = nil
+
+runner.yaml = {}
+
+---Encodes a Lua value as YAML.
+---@param value any
+---@return string
+function runner.yaml.encode(value) end
+
+---Decodes YAML text and raises an error on invalid YAML.
+---@param text string
+---@return any
+function runner.yaml.decode(text) end
+
+runner.env = {}
+
+---Returns an environment variable named in `hooks.env_allow`, or nil when it
+---is unset. Any other name raises an error.
+---@param name string
+---@return string|nil
+function runner.env.get(name) end
+
+runner.saas = {}
+
+---Sends an `event` to the control plane. The payload passes through the
+---redactor like every message.
+---@param kind string
+---@param payload any
+function runner.saas.send(kind, payload) end
+
+runner.tcp = {}
+
+---Opens and closes a TCP connection. Returns `true` and the elapsed
+---milliseconds as a string, or `false` and an error message.
+---@param host string
+---@param port integer 1 to 65535
+---@param timeout? number in seconds, default 5, at most 60
+---@return boolean ok
+---@return string elapsed_ms_or_message
+function runner.tcp.check(host, port, timeout) end
+
+---Called after a run request passed the runner's checks and before any secret
+---is resolved. Returns nil to let the run go on unchanged.
+---@param run hybrid.Run
+---@return hybrid.PreRunResult|nil
+function pre_run(run) end
+
+---Called after a run's final status was reported. It cannot change the outcome.
+---@param run hybrid.FinishedRun
+function post_run(run) end
+
+---Called for every secret reference. Returns nil for the provider's default
+---mapping, a store name, or a name with a version.
+---@param ref hybrid.SecretRef
+---@return string|hybrid.MappedSecret|nil
+function map_secret(ref) end
+
+---Called for each custom `message` the control plane sends.
+---@param msg hybrid.Message
+function on_message(msg) end
