@@ -147,6 +147,7 @@ impl TestRunner {
             capacity,
             active_runs: vec![],
             draining,
+            hooks: None,
         };
         self.send(&beat, None).await;
     }
