@@ -139,7 +139,8 @@ function pre_run(run) end
 
 ---Called after a run's final status was reported. It cannot change the outcome.
 ---@param run hybrid.FinishedRun
-function post_run(run) end
+---@param result hybrid.RunResult the same table as `run.result`
+function post_run(run, result) end
 
 ---Called for every secret reference. Returns nil for the provider's default
 ---mapping, a store name, or a name with a version.

@@ -412,8 +412,8 @@ async fn post_run_event_is_redacted() {
         &hooks,
         "post.lua",
         r#"
-function post_run(run)
-  runner.saas.send("run.finished", { run = run.runId, state = run.result.state, note = "pw=Tr1cky/Pa55+word=\"x\"" })
+function post_run(run, result)
+  runner.saas.send("run.finished", { run = run.runId, state = result.state, note = "pw=Tr1cky/Pa55+word=\"x\"" })
 end
 "#,
     );

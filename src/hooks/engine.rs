@@ -125,10 +125,18 @@ impl HookEngine {
             }
             Err(err) => return Err(internal(err)),
         };
-        let args = json_to_lua(&self.lua, &input).map_err(|err| HookError::InvalidInput {
+        let invalid_input = |err: mlua::Error| HookError::InvalidInput {
             hook,
             message: lua_message(&err),
-        })?;
+        };
+        let mut args = vec![json_to_lua(&self.lua, &input).map_err(invalid_input)?];
+        // post_run(run, result): the result is also passed as the second argument.
+        if hook == HookPoint::PostRun
+            && let Some(result) = input.get("result")
+        {
+            args.push(json_to_lua(&self.lua, result).map_err(invalid_input)?);
+        }
+        let args = mlua::MultiValue::from_vec(args);
 
         let thread = self.lua.create_thread(function).map_err(internal)?;
         let thread_address = thread.to_pointer() as usize;
