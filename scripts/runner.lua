@@ -131,6 +131,15 @@ runner.tcp = {}
 ---@return string elapsed_ms_or_message
 function runner.tcp.check(host, port, timeout) end
 
+runner.secrets = {}
+
+---Resolves a `secret:/...` reference through the runner's access policy,
+---providers and redactor. Raises an error that names the reference when the
+---lookup is denied or fails.
+---@param reference string
+---@return string value
+function runner.secrets.get(reference) end
+
 ---Called after a run request passed the runner's checks and before any secret
 ---is resolved. Returns nil to let the run go on unchanged.
 ---@param run hybrid.Run

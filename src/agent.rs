@@ -75,7 +75,11 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
             path: config.state_dir.join("active-runs.jsonl"),
             source,
         })?;
-    let hooks = load_hooks(&config, Some(event_sink(Arc::clone(&outbox))))?;
+    let hooks = load_hooks(
+        &config,
+        Some(event_sink(Arc::clone(&outbox))),
+        Some(secret_lookup(Arc::clone(&resolver))),
+    )?;
     if let Some(hooks) = &hooks {
         resolver.set_mapper(Arc::clone(hooks) as Arc<dyn crate::secrets::NameMapper>);
     }
@@ -151,12 +155,14 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
 pub(crate) fn load_hooks(
     config: &Config,
     events: Option<crate::hooks::EventSink>,
+    secrets: Option<crate::hooks::SecretLookup>,
 ) -> Result<Option<Arc<crate::hooks::HookSet>>, AgentError> {
     let Some(settings) = &config.hooks else {
         return Ok(None);
     };
     let limits = crate::hooks::HookLimits {
         events,
+        secrets,
         ..settings.limits.clone()
     };
     let set = crate::hooks::HookSet::load(&settings.dir, limits)?;
@@ -168,6 +174,29 @@ pub(crate) fn load_hooks(
         "hooks loaded"
     );
     Ok(Some(Arc::new(set)))
+}
+
+/// Returns the lookup behind `runner.secrets.get`: the resolver of runs, with
+/// its policy, providers and redactor.
+pub(crate) fn secret_lookup(resolver: Arc<crate::secrets::Resolver>) -> crate::hooks::SecretLookup {
+    crate::hooks::SecretLookup(Arc::new(move |text: String| {
+        let resolver = Arc::clone(&resolver);
+        Box::pin(async move {
+            if !crate::secrets::SecretRef::is_reference(&text) {
+                return Err(format!(
+                    "{:?} is not a reference; write secret:/path",
+                    text.chars().take(100).collect::<String>()
+                ));
+            }
+            let reference =
+                crate::secrets::SecretRef::parse(&text).map_err(|error| error.to_string())?;
+            resolver
+                .resolve(&reference)
+                .await
+                .map(|value| value.expose().to_string())
+                .map_err(|error| error.to_string())
+        })
+    }))
 }
 
 /// Returns a sink that sends hook events to the control plane through the

@@ -454,3 +454,62 @@ end
     env.assert_no_leaks(&control_plane, &[&runner], &[TRICKY])
         .await;
 }
+
+#[tokio::test]
+async fn secrets_get_follows_policy_and_redaction() {
+    let env = TestEnv::new();
+    let hooks = env.folder("hooks");
+    write(
+        &hooks,
+        "pre.lua",
+        r#"
+function pre_run(run)
+  local token = runner.secrets.get("secret:/collate/hybrid-ingestion/api/token")
+  local ok, denied = pcall(runner.secrets.get, "secret:/prod/payments/db-password")
+  runner.saas.send("token.checked", { token = token, length = #token, denied = not ok, message = tostring(denied) })
+  return nil
+end
+"#,
+    );
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("secretive-runner")
+            .pipeline("metadata", "true")
+            .secret("/collate/hybrid-ingestion/api/token", "hook-api-token-5Gq8")
+            .secret("/prod/payments/db-password", "do-not-read-me")
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let run_id = control_plane
+        .submit(&submission("secretive-runner", WORKFLOW))
+        .await;
+    let document = control_plane.wait_final(&run_id).await;
+    assert_eq!(document["finalState"], "success", "run: {document}");
+    let event = wait_until("the token event", Duration::from_secs(10), async || {
+        let view = control_plane.runner_view("secretive-runner").await?;
+        view["events"]
+            .as_array()?
+            .iter()
+            .find(|event| event["payload"]["kind"] == "token.checked")
+            .cloned()
+    })
+    .await;
+
+    let payload = &event["payload"]["payload"];
+    assert_eq!(payload["token"], "******", "event: {event}");
+    assert_eq!(payload["length"], 19, "event: {event}");
+    assert_eq!(payload["denied"], true, "event: {event}");
+    let message = payload["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("outside the allowed prefixes"),
+        "message: {message}"
+    );
+    env.assert_no_leaks(
+        &control_plane,
+        &[&runner],
+        &["hook-api-token-5Gq8", "do-not-read-me"],
+    )
+    .await;
+}

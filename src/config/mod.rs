@@ -440,6 +440,7 @@ fn read_hooks(mut section: Section, issues: &mut Issues) -> Option<HooksConfig> 
             memory_limit_bytes,
             env_allowlist,
             events: None,
+            secrets: None,
         },
         debounce,
     })

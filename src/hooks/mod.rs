@@ -115,6 +115,31 @@ pub struct HookLimits {
     pub env_allowlist: Vec<String>,
     /// Where `runner.saas.send` delivers events; without one it raises an error.
     pub events: Option<EventSink>,
+    /// How `runner.secrets.get` resolves references; without one it raises an error.
+    pub secrets: Option<SecretLookup>,
+}
+
+/// Resolves a `secret:` reference for `runner.secrets.get`, through the same
+/// policy, providers and redactor as runs. Errors never contain a value.
+#[derive(Clone)]
+pub struct SecretLookup(
+    pub  std::sync::Arc<
+        dyn Fn(String) -> futures_util::future::BoxFuture<'static, Result<String, String>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl fmt::Debug for SecretLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretLookup")
+    }
+}
+
+impl PartialEq for SecretLookup {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Receives the events hooks send with `runner.saas.send(kind, payload)`.
@@ -150,6 +175,7 @@ impl Default for HookLimits {
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             env_allowlist: Vec::new(),
             events: None,
+            secrets: None,
         }
     }
 }

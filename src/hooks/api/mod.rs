@@ -4,12 +4,14 @@
 //! `runner.sleep` ([`register_sleep`]), `runner.log` and `print`
 //! ([`register_log`]), `runner.json` ([`register_json`]), `runner.yaml`
 //! ([`register_yaml`]), `runner.env` ([`register_env`]), `runner.saas`
-//! ([`register_saas`]) and `runner.tcp` ([`register_tcp`]).
+//! ([`register_saas`]), `runner.tcp` ([`register_tcp`]) and `runner.secrets`
+//! ([`register_secrets`]).
 
 mod env;
 mod json;
 mod log;
 mod saas;
+mod secrets;
 mod sleep;
 mod tcp;
 mod yaml;
@@ -23,6 +25,7 @@ pub(crate) use json::register_json;
 pub(crate) use json::{json_to_lua, lua_to_json};
 pub(crate) use log::register_log;
 pub(crate) use saas::register_saas;
+pub(crate) use secrets::register_secrets;
 pub(crate) use sleep::register_sleep;
 pub(crate) use tcp::register_tcp;
 pub(crate) use yaml::register_yaml;
@@ -42,6 +45,7 @@ pub(crate) fn register_all(lua: &Lua, limits: &super::HookLimits) -> mlua::Resul
     register_env(lua, &runner, Arc::from(limits.env_allowlist.as_slice()))?;
     register_saas(lua, &runner, limits.events.clone())?;
     register_tcp(lua, &runner)?;
+    register_secrets(lua, &runner, limits.secrets.clone())?;
     lua.globals().raw_set("runner", runner)
 }
 

@@ -35,6 +35,7 @@ fn test_limits() -> HookLimits {
         memory_limit_bytes: 16 * 1024 * 1024,
         env_allowlist: Vec::new(),
         events: None,
+        secrets: None,
     }
 }
 
