@@ -131,6 +131,26 @@ runner.tcp = {}
 ---@return string elapsed_ms_or_message
 function runner.tcp.check(host, port, timeout) end
 
+---A request to `runner.exec`.
+---@class hybrid.ExecRequest
+---@field cmd string program to run; no shell is involved
+---@field args? string[]
+---@field env? table<string, string> the only variables besides PATH
+---@field cwd? string
+---@field timeout? number seconds, default 30, at most 600
+
+---What `runner.exec` returns; output is redacted.
+---@class hybrid.ExecResult
+---@field code integer|nil exit code, nil when killed or timed out
+---@field stdout string
+---@field stderr string
+---@field timedOut boolean
+
+---Runs a program without a shell in its own process group.
+---@param request hybrid.ExecRequest
+---@return hybrid.ExecResult
+function runner.exec(request) end
+
 runner.secrets = {}
 
 ---Resolves a `secret:/...` reference through the runner's access policy,

@@ -77,8 +77,11 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         })?;
     let hooks = load_hooks(
         &config,
-        Some(event_sink(Arc::clone(&outbox))),
-        Some(secret_lookup(Arc::clone(&resolver))),
+        HookServices {
+            events: Some(event_sink(Arc::clone(&outbox))),
+            secrets: Some(secret_lookup(Arc::clone(&resolver))),
+            redactor: Some(crate::hooks::HookRedactor(Arc::clone(&redactor))),
+        },
     )?;
     if let Some(hooks) = &hooks {
         resolver.set_mapper(Arc::clone(hooks) as Arc<dyn crate::secrets::NameMapper>);
@@ -150,19 +153,27 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     Ok(())
 }
 
+/// What the runner lends the hooks' API.
+#[derive(Default)]
+pub(crate) struct HookServices {
+    pub events: Option<crate::hooks::EventSink>,
+    pub secrets: Option<crate::hooks::SecretLookup>,
+    pub redactor: Option<crate::hooks::HookRedactor>,
+}
+
 /// Loads the hook scripts named in runner.yaml, if any. Events the hooks
 /// send go to `events`.
 pub(crate) fn load_hooks(
     config: &Config,
-    events: Option<crate::hooks::EventSink>,
-    secrets: Option<crate::hooks::SecretLookup>,
+    services: HookServices,
 ) -> Result<Option<Arc<crate::hooks::HookSet>>, AgentError> {
     let Some(settings) = &config.hooks else {
         return Ok(None);
     };
     let limits = crate::hooks::HookLimits {
-        events,
-        secrets,
+        events: services.events,
+        secrets: services.secrets,
+        redactor: services.redactor,
         ..settings.limits.clone()
     };
     let set = crate::hooks::HookSet::load(&settings.dir, limits)?;

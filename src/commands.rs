@@ -237,7 +237,7 @@ pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
             }
         };
         // A map_secret hook maps names for runs, so it maps them here too.
-        match crate::agent::load_hooks(&config, None, None) {
+        match crate::agent::load_hooks(&config, crate::agent::HookServices::default()) {
             Ok(Some(hooks)) => resolver.set_mapper(hooks),
             Ok(None) => {}
             Err(error) => {

@@ -513,3 +513,62 @@ end
     )
     .await;
 }
+
+#[tokio::test]
+async fn exec_runs_without_shell_and_masks_output() {
+    let env = TestEnv::new();
+    let hooks = env.folder("hooks");
+    write(
+        &hooks,
+        "pre.lua",
+        r#"
+function pre_run(run)
+  local token = runner.secrets.get("secret:/collate/hybrid-ingestion/api/token")
+  local result = runner.exec{
+    cmd = "/bin/sh",
+    args = { "-c", "echo \"token=$TOKEN\"; echo warned >&2; exit 3" },
+    env = { TOKEN = token },
+    timeout = 10,
+  }
+  local slow = runner.exec{ cmd = "/bin/sleep", args = { "30" }, timeout = 0.2 }
+  runner.saas.send("exec.checked", {
+    code = result.code, stdout = result.stdout, stderr = result.stderr,
+    slowTimedOut = slow.timedOut,
+  })
+  return nil
+end
+"#,
+    );
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("exec-runner")
+            .pipeline("metadata", "true")
+            .secret("/collate/hybrid-ingestion/api/token", "exec-api-token-7Hk2")
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let run_id = control_plane
+        .submit(&submission("exec-runner", WORKFLOW))
+        .await;
+    let document = control_plane.wait_final(&run_id).await;
+    assert_eq!(document["finalState"], "success", "run: {document}");
+    let event = wait_until("the exec event", Duration::from_secs(10), async || {
+        let view = control_plane.runner_view("exec-runner").await?;
+        view["events"]
+            .as_array()?
+            .iter()
+            .find(|event| event["payload"]["kind"] == "exec.checked")
+            .cloned()
+    })
+    .await;
+
+    let payload = &event["payload"]["payload"];
+    assert_eq!(payload["code"], 3, "event: {event}");
+    assert_eq!(payload["stdout"], "token=******\n", "event: {event}");
+    assert_eq!(payload["stderr"], "warned\n", "event: {event}");
+    assert_eq!(payload["slowTimedOut"], true, "event: {event}");
+    env.assert_no_leaks(&control_plane, &[&runner], &["exec-api-token-7Hk2"])
+        .await;
+}

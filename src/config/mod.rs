@@ -441,6 +441,7 @@ fn read_hooks(mut section: Section, issues: &mut Issues) -> Option<HooksConfig> 
             env_allowlist,
             events: None,
             secrets: None,
+            redactor: None,
         },
         debounce,
     })

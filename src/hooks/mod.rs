@@ -117,6 +117,28 @@ pub struct HookLimits {
     pub events: Option<EventSink>,
     /// How `runner.secrets.get` resolves references; without one it raises an error.
     pub secrets: Option<SecretLookup>,
+    /// Masks secrets in what `runner.exec` and `runner.http.request` return.
+    pub redactor: Option<HookRedactor>,
+}
+
+/// The runner's redactor, as used by hook API functions.
+#[derive(Clone, Debug)]
+pub struct HookRedactor(pub std::sync::Arc<crate::redact::Redactor>);
+
+impl PartialEq for HookRedactor {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl HookRedactor {
+    /// Masks secrets in `text`, or returns it unchanged without a redactor.
+    pub(crate) fn mask(redactor: &Option<HookRedactor>, text: &str) -> String {
+        match redactor {
+            Some(redactor) => redactor.0.redact(text).into_owned(),
+            None => text.to_string(),
+        }
+    }
 }
 
 /// Resolves a `secret:` reference for `runner.secrets.get`, through the same
@@ -176,6 +198,7 @@ impl Default for HookLimits {
             env_allowlist: Vec::new(),
             events: None,
             secrets: None,
+            redactor: None,
         }
     }
 }

@@ -4,10 +4,11 @@
 //! `runner.sleep` ([`register_sleep`]), `runner.log` and `print`
 //! ([`register_log`]), `runner.json` ([`register_json`]), `runner.yaml`
 //! ([`register_yaml`]), `runner.env` ([`register_env`]), `runner.saas`
-//! ([`register_saas`]), `runner.tcp` ([`register_tcp`]) and `runner.secrets`
-//! ([`register_secrets`]).
+//! ([`register_saas`]), `runner.tcp` ([`register_tcp`]), `runner.secrets`
+//! ([`register_secrets`]) and `runner.exec` ([`register_exec`]).
 
 mod env;
+mod exec;
 mod json;
 mod log;
 mod saas;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use mlua::{Lua, Table};
 
 pub(crate) use env::register_env;
+pub(crate) use exec::register_exec;
 pub(crate) use json::register_json;
 pub(crate) use json::{json_to_lua, lua_to_json};
 pub(crate) use log::register_log;
@@ -46,6 +48,7 @@ pub(crate) fn register_all(lua: &Lua, limits: &super::HookLimits) -> mlua::Resul
     register_saas(lua, &runner, limits.events.clone())?;
     register_tcp(lua, &runner)?;
     register_secrets(lua, &runner, limits.secrets.clone())?;
+    register_exec(lua, &runner, limits.redactor.clone())?;
     lua.globals().raw_set("runner", runner)
 }
 

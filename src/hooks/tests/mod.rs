@@ -36,6 +36,7 @@ fn test_limits() -> HookLimits {
         env_allowlist: Vec::new(),
         events: None,
         secrets: None,
+        redactor: None,
     }
 }
 
