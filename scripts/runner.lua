@@ -151,6 +151,27 @@ function runner.tcp.check(host, port, timeout) end
 ---@return hybrid.ExecResult
 function runner.exec(request) end
 
+runner.http = {}
+
+---A request to `runner.http.request`.
+---@class hybrid.HttpRequest
+---@field method? string default "GET"
+---@field url string
+---@field headers? table<string, string>
+---@field body? string
+---@field timeout? number seconds, default 10, at most 60
+
+---What `runner.http.request` returns; the body is redacted.
+---@class hybrid.HttpResponse
+---@field status integer
+---@field headers table<string, string>
+---@field body string
+
+---Sends an HTTP request.
+---@param request hybrid.HttpRequest
+---@return hybrid.HttpResponse
+function runner.http.request(request) end
+
 runner.secrets = {}
 
 ---Resolves a `secret:/...` reference through the runner's access policy,

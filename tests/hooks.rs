@@ -572,3 +572,52 @@ end
     env.assert_no_leaks(&control_plane, &[&runner], &["exec-api-token-7Hk2"])
         .await;
 }
+
+#[tokio::test]
+async fn http_request_reaches_local_server() {
+    let env = TestEnv::new();
+    let hooks = env.folder("hooks");
+    write(
+        &hooks,
+        "pre.lua",
+        r#"
+function pre_run(run)
+  local url = run.config.workflowConfig.openMetadataServerConfig.hostPort .. "/v1/runners"
+  local response = runner.http.request{ method = "GET", url = url, timeout = 5 }
+  local runners = runner.json.decode(response.body)
+  runner.saas.send("http.checked", { status = response.status, runners = #runners })
+  return nil
+end
+"#,
+    );
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("http-runner")
+            .pipeline("metadata", "true")
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+    let workflow = format!(
+        "{WORKFLOW}workflowConfig:\n  openMetadataServerConfig:\n    hostPort: {}\n",
+        control_plane.base
+    );
+
+    let run_id = control_plane
+        .submit(&submission("http-runner", &workflow))
+        .await;
+    let document = control_plane.wait_final(&run_id).await;
+    assert_eq!(document["finalState"], "success", "run: {document}");
+    let event = wait_until("the http event", Duration::from_secs(10), async || {
+        let view = control_plane.runner_view("http-runner").await?;
+        view["events"]
+            .as_array()?
+            .iter()
+            .find(|event| event["payload"]["kind"] == "http.checked")
+            .cloned()
+    })
+    .await;
+
+    assert_eq!(event["payload"]["payload"]["status"], 200, "event: {event}");
+    assert_eq!(event["payload"]["payload"]["runners"], 1, "event: {event}");
+}

@@ -5,10 +5,12 @@
 //! ([`register_log`]), `runner.json` ([`register_json`]), `runner.yaml`
 //! ([`register_yaml`]), `runner.env` ([`register_env`]), `runner.saas`
 //! ([`register_saas`]), `runner.tcp` ([`register_tcp`]), `runner.secrets`
-//! ([`register_secrets`]) and `runner.exec` ([`register_exec`]).
+//! ([`register_secrets`]), `runner.exec` ([`register_exec`]) and `runner.http`
+//! ([`register_http`]).
 
 mod env;
 mod exec;
+mod http;
 mod json;
 mod log;
 mod saas;
@@ -23,6 +25,7 @@ use mlua::{Lua, Table};
 
 pub(crate) use env::register_env;
 pub(crate) use exec::register_exec;
+pub(crate) use http::register_http;
 pub(crate) use json::register_json;
 pub(crate) use json::{json_to_lua, lua_to_json};
 pub(crate) use log::register_log;
@@ -49,6 +52,7 @@ pub(crate) fn register_all(lua: &Lua, limits: &super::HookLimits) -> mlua::Resul
     register_tcp(lua, &runner)?;
     register_secrets(lua, &runner, limits.secrets.clone())?;
     register_exec(lua, &runner, limits.redactor.clone())?;
+    register_http(lua, &runner, limits.redactor.clone())?;
     lua.globals().raw_set("runner", runner)
 }
 
