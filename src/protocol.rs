@@ -60,7 +60,8 @@ impl Envelope {
             id: uuid::Uuid::new_v4().to_string(),
             ts: crate::now_millis(),
             seq,
-            // Serialising plain structs of strings and numbers cannot fail.
+            // The message types are plain structs of strings, numbers and JSON
+            // values, which serde_json serialises without error.
             payload: serde_json::to_value(message).unwrap_or(Value::Null),
         }
     }
@@ -194,7 +195,7 @@ pub struct RunAccepted {
 }
 message!(RunAccepted, "run.accepted", urgent: |_accepted| false);
 
-/// Why a run was rejected before any process started.
+/// Reason code of a run rejected before any process started.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum RejectCode {
@@ -258,7 +259,7 @@ pub struct RunStatus {
     pub run_id: String,
     pub pipeline_fqn: String,
     pub pipeline_status: PipelineStatus,
-    /// Why the run ended this way, for failed and stopped runs.
+    /// Reason of a failed or stopped run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

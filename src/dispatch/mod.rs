@@ -90,7 +90,7 @@ struct PreparedRun {
     active: Arc<ActiveRun>,
 }
 
-/// What the checks of a request produce.
+/// Result of the checks of a request.
 struct Checked {
     config: serde_json::Value,
     command: crate::config::CommandTemplate,
@@ -529,7 +529,7 @@ impl Dispatcher {
         flush(&self.outbox, &request.run_id, &mut chunk);
 
         // The slot is free before the final status goes out, so the control
-        // plane can submit the next run as soon as it sees this one end.
+        // plane can submit the next run as soon as this one ends.
         self.lock_runs().remove(&request.run_id);
         self.status_changed.notify_one();
         tracing::info!(state = ?state, reason = reason.as_deref().unwrap_or(""), "run finished");

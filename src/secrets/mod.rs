@@ -147,7 +147,7 @@ impl SecretError {
 pub enum FetchError {
     /// The secret (or the requested version) does not exist.
     NotFound,
-    /// The store refused access (403, missing permission); the detail says which.
+    /// The store denied access (403, missing permission); the detail names the cause.
     AccessDenied(String),
     /// The store asked to slow down (429 or a throttling error code).
     Throttled {
@@ -159,7 +159,7 @@ pub enum FetchError {
     InvalidName(String),
     /// The store could not be reached or the connection failed; retryable.
     Network(String),
-    /// The store answered with a server error (5xx); retryable.
+    /// The store returned a server error (5xx); retryable.
     Unavailable(String),
     /// Any other failure; not retried.
     Other(String),

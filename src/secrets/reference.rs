@@ -10,7 +10,7 @@ use std::fmt;
 /// The prefix that marks a value as a reference.
 pub const REFERENCE_PREFIX: &str = "secret:";
 
-/// Longest reference path accepted, in bytes.
+/// Maximum length of a reference path, in bytes.
 const MAX_PATH_BYTES: usize = 1024;
 
 /// A parsed secret reference.
@@ -20,7 +20,7 @@ pub struct SecretRef {
     version: Option<String>,
 }
 
-/// Why a reference is malformed. Only the reference text is shown, which is a
+/// Reason a reference is malformed. Only the reference text is shown, which is a
 /// name, not a value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
