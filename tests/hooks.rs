@@ -621,3 +621,64 @@ end
     assert_eq!(event["payload"]["payload"]["status"], 200, "event: {event}");
     assert_eq!(event["payload"]["payload"]["runners"], 1, "event: {event}");
 }
+
+#[tokio::test]
+async fn runaway_hooks_fail_alone() {
+    let env = TestEnv::new();
+    let hooks = env.folder("hooks");
+    write(
+        &hooks,
+        "pre.lua",
+        r#"
+function pre_run(run)
+  if run.pipelineFqn == "svc.loop" then
+    while true do end
+  elseif run.pipelineFqn == "svc.memory" then
+    local parts = {}
+    for i = 1, 1e9 do parts[i] = string.rep("x", 1024 * 1024) end
+  elseif run.pipelineFqn == "svc.error" then
+    error("broken lookup table")
+  end
+  return nil
+end
+"#,
+    );
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("sturdy-runner")
+            .pipeline("metadata", "true")
+            .capacity(8)
+            .hooks(&hooks),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let mut bad = Vec::new();
+    for fqn in ["svc.loop", "svc.memory", "svc.error"] {
+        let mut body = submission("sturdy-runner", WORKFLOW);
+        body["pipelineFqn"] = fqn.into();
+        bad.push((fqn, control_plane.submit(&body).await));
+    }
+    let good = control_plane
+        .submit(&submission("sturdy-runner", WORKFLOW))
+        .await;
+
+    let document = control_plane.wait_final(&good).await;
+    assert_eq!(document["finalState"], "success", "run: {document}");
+    let expected = [
+        ("svc.loop", "exceeded its time limit"),
+        ("svc.memory", "memory"),
+        ("svc.error", "broken lookup table"),
+    ];
+    for ((fqn, run_id), (_, text)) in bad.iter().zip(expected) {
+        let document = control_plane.wait_final(run_id).await;
+        let reason = rejection_reason(&document, "hookRejected");
+        assert!(reason.contains(text), "{fqn}: reason {reason:?}");
+    }
+    // The runner still serves after all three.
+    let after = control_plane
+        .submit(&submission("sturdy-runner", WORKFLOW))
+        .await;
+    let document = control_plane.wait_final(&after).await;
+    assert_eq!(document["finalState"], "success", "run: {document}");
+}
