@@ -153,7 +153,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     Ok(())
 }
 
-/// What the runner lends the hooks' API.
+/// Runner services available to the hooks' API.
 #[derive(Default)]
 pub(crate) struct HookServices {
     pub events: Option<crate::hooks::EventSink>,

@@ -1,6 +1,6 @@
 //! The quickstart's demo database and the connector that logs in to it.
 //!
-//! The demo database is a small HTTP service on 127.0.0.1 that knows its
+//! The demo database is a small HTTP service on 127.0.0.1 that stores its
 //! users' credentials and lists tables after a successful login. The demo
 //! connector plays the part of an ingestion workflow: it reads the resolved
 //! OpenMetadata config the runner wrote, logs in with the credentials it

@@ -269,8 +269,8 @@ const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 /// base64 characters that depend on the value's bytes alone.
 ///
 /// A value that starts `a` bytes into a 3-byte group shares its first
-/// characters with the bytes before it, and its last group with the bytes
-/// after it; only the characters in between are the same wherever it sits.
+/// characters with the bytes before it and its last group with the bytes
+/// after it. Only the characters in between are the same at every offset.
 /// They appear in both the padded and the unpadded encoding.
 fn base64_cores(value: &[u8]) -> Vec<String> {
     let mut cores = Vec::new();
@@ -310,8 +310,8 @@ pub struct RedactedLine {
 ///
 /// Bytes are held until a newline arrives, so a value written in several
 /// pieces is matched whole. A line longer than the cap keeps its first
-/// `max_line` bytes; the rest of it is dropped without being held, which
-/// bounds memory whatever the child writes.
+/// `max_line` bytes. The rest of it is dropped without being buffered, so
+/// memory stays bounded whatever the child writes.
 #[derive(Debug)]
 pub struct LineRedactor {
     redactor: Arc<Redactor>,

@@ -211,7 +211,7 @@ struct WalkContext<'a> {
     extra_fields: &'a [String],
 }
 
-/// Where a value sits: its dotted path for messages and its JSON pointer.
+/// Location of a value: its dotted path for messages and its JSON pointer.
 struct Location {
     path: String,
     pointer: String,

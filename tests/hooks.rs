@@ -1,7 +1,7 @@
-//! Lua hooks through the real runner: pre_run changes a run or rejects it,
-//! map_secret chooses store names, on_message receives custom messages, and
-//! edits to the scripts are picked up without a restart while a broken edit
-//! keeps the last good scripts serving.
+//! Lua hooks through the real runner. pre_run changes a run or rejects it,
+//! map_secret chooses store names and on_message receives custom messages.
+//! Edited scripts are picked up without a restart, and a broken edit keeps the
+//! last good scripts serving.
 
 mod common;
 
@@ -407,7 +407,7 @@ const TRICKY: &str = "Tr1cky/Pa55+word=\"x\"";
 async fn post_run_event_is_redacted() {
     let env = TestEnv::new();
     let hooks = env.folder("hooks");
-    // The hook holds the secret itself; the runner must still mask it.
+    // The hook contains the secret itself, and the runner must still mask it.
     write(
         &hooks,
         "post.lua",

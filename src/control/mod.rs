@@ -259,7 +259,7 @@ impl Session {
     ) -> Result<(), SessionError> {
         let mut sent_up_to = acked;
         // A change of active runs or draining is reported before the next
-        // regular heartbeat, at most once per MIN_HEARTBEAT_GAP.
+        // regular heartbeat, no sooner than MIN_HEARTBEAT_GAP after the last one.
         let mut status_dirty = false;
         let mut last_heartbeat = tokio::time::Instant::now();
         let mut heartbeat = tokio::time::interval(heartbeat_interval);
@@ -354,7 +354,7 @@ impl Session {
     }
 
     /// Logs a frame that could not be decoded. A run request that fails to
-    /// decode is also answered with `run.rejected`, so the SaaS learns why.
+    /// decode also gets a `run.rejected` with the decode error.
     fn reject_frame(&self, text: &str, error: &str) {
         tracing::warn!(error = %self.redactor.redact(error), "ignoring an invalid message from the control plane");
         let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {

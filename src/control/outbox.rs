@@ -6,8 +6,8 @@
 //! reconnect; the control plane ignores sequence numbers it has seen.
 //!
 //! The outbox is bounded in bytes. When the control plane stays unreachable
-//! long enough to fill it, the oldest log chunks are dropped with a warning;
-//! run outcomes and statuses are never dropped.
+//! long enough to fill it, the oldest log chunks are dropped with a warning.
+//! Other messages, run outcomes and statuses included, are kept.
 //!
 //! An outbox opened with [`Outbox::open`] also keeps its entries in a journal
 //! file, so they survive a restart of the runner process.
@@ -144,7 +144,7 @@ impl Outbox {
             }
         }
         // Acknowledgements are not journaled one by one: after a restart the
-        // control plane's `welcome` says which entries it has, and it ignores
+        // control plane's `welcome` reports which entries it has, and it ignores
         // replayed ones. Compaction drops acknowledged entries from the file.
         if state
             .journal

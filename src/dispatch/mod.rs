@@ -2,9 +2,9 @@
 //!
 //! The dispatcher owns the table of active runs. A run request is checked
 //! (draining, duplicate id, capacity, pipeline type, config, secrets) before
-//! anything starts; a rejected request ends with `run.rejected`, an accepted
-//! one with exactly one final `run.status`. Everything it reports goes through
-//! the outbox, which redacts it.
+//! anything starts. A rejected request ends with `run.rejected`, and an
+//! accepted one with exactly one final `run.status`. Everything it reports
+//! goes through the outbox, which redacts it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

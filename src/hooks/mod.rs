@@ -113,9 +113,9 @@ pub struct HookLimits {
     /// Environment variables `runner.env.get` may read. Every other name raises
     /// an error.
     pub env_allowlist: Vec<String>,
-    /// Where `runner.saas.send` delivers events; without one it raises an error.
+    /// Destination of `runner.saas.send` events. Without one, the call raises an error.
     pub events: Option<EventSink>,
-    /// How `runner.secrets.get` resolves references; without one it raises an error.
+    /// Lookup behind `runner.secrets.get`. Without one, the call raises an error.
     pub secrets: Option<SecretLookup>,
     /// Masks secrets in what `runner.exec` and `runner.http.request` return.
     pub redactor: Option<HookRedactor>,

@@ -1,4 +1,4 @@
-//! Which fields of an OpenMetadata workflow config are secret fields.
+//! The secret fields of OpenMetadata workflow configs.
 //!
 //! This is the one list of them. It is built from the properties that the
 //! OpenMetadata JSON Schemas (`openmetadata-spec`) mark `format: password`,
@@ -133,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn aws_key_id_is_secret_only_for_opensearch_iam() {
+    fn aws_key_id_secret_for_opensearch() {
         let path = "source.serviceConnection.config.authType.awsAccessKeyId";
         assert!(is_secret_field(path, "awsAccessKeyId", Some("OpenSearch")));
         assert!(!is_secret_field(path, "awsAccessKeyId", Some("Mysql")));

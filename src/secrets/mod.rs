@@ -2,9 +2,9 @@
 //!
 //! A reference is a string `secret:<path>[#<version>]` in a secret field of a
 //! workflow config. The resolver checks each reference against the allowed
-//! prefixes, asks the configured provider for the value and registers the
-//! value with the redactor before anyone else sees it. Values are held in
-//! [`SecretValue`], whose Debug and Display print a mask.
+//! prefixes, fetches the value from the configured provider and registers it
+//! with the redactor before returning it. Values are kept in [`SecretValue`],
+//! whose Debug and Display print a mask.
 
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -95,6 +95,7 @@ async fn run(request: &ExecRequest, timeout: Duration) -> std::io::Result<ExecRe
     if let Some(cwd) = &request.cwd {
         command.current_dir(cwd);
     }
+
     let mut child = command.spawn()?;
     let pid = child.id();
     let stdout = child.stdout.take().map(read_capped);
@@ -111,6 +112,7 @@ async fn run(request: &ExecRequest, timeout: Duration) -> std::io::Result<ExecRe
         );
     }
     let _ = child.wait().await;
+
     let stdout = match stdout {
         Some(task) => task.await.unwrap_or_default(),
         None => String::new(),
@@ -134,7 +136,7 @@ fn read_capped(
         let mut bytes = Vec::new();
         let mut limited = stream.take(MAX_OUTPUT_BYTES);
         let _ = limited.read_to_end(&mut bytes).await;
-        // The rest is read and dropped, so the program never blocks on a full pipe.
+        // The rest is read and dropped, so a full pipe does not stall the program.
         let mut rest = limited.into_inner();
         let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
         String::from_utf8_lossy(&bytes).into_owned()

@@ -8,7 +8,7 @@ use crate::hooks::SecretLookup;
 
 /// Registers `runner.secrets.get(reference)`. It returns the value, or raises
 /// an error that names the reference (never a value). The value is registered
-/// with the redactor before the hook sees it, so it is masked wherever it goes.
+/// with the redactor before it is returned, so it is masked wherever it goes.
 pub(crate) fn register_secrets(
     lua: &Lua,
     runner: &Table,

@@ -6,7 +6,7 @@ use mlua::{Lua, Table};
 
 use super::{error_at, sub_table};
 
-/// Longest timeout a check may ask for.
+/// Maximum timeout of a check.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Registers `runner.tcp.check(host, port, timeout_seconds)`. It returns
