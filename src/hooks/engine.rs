@@ -9,6 +9,7 @@ use mlua::{Lua, Value};
 use super::api::{self, json_to_lua, lua_to_json};
 use super::budget::{self, CallBudget, Interrupted};
 use super::error::{is_memory_error, is_syntax_error, lua_message};
+use super::lazy;
 use super::modules::{self, ModuleRegistry};
 use super::sandbox;
 use super::scripts::{ScriptFile, ScriptSet};
@@ -129,14 +130,20 @@ impl HookEngine {
             hook,
             message: lua_message(&err),
         };
-        let mut args = vec![json_to_lua(&self.lua, &input).map_err(invalid_input)?];
         // post_run(run, result): the result is also passed as the second argument.
-        if hook == HookPoint::PostRun
-            && let Some(result) = input.get("result")
-        {
-            args.push(json_to_lua(&self.lua, result).map_err(invalid_input)?);
-        }
-        let args = mlua::MultiValue::from_vec(args);
+        let result = match (hook, input.get("result")) {
+            (HookPoint::PostRun, Some(result)) => {
+                Some(json_to_lua(&self.lua, result).map_err(invalid_input)?)
+            }
+            _ => None,
+        };
+        let argument = match input {
+            serde_json::Value::Object(fields) => {
+                Value::Table(lazy::argument(&self.lua, fields).map_err(invalid_input)?)
+            }
+            other => json_to_lua(&self.lua, &other).map_err(invalid_input)?,
+        };
+        let args = mlua::MultiValue::from_iter(std::iter::once(argument).chain(result));
 
         let thread = self.lua.create_thread(function).map_err(internal)?;
         let thread_address = thread.to_pointer() as usize;
@@ -233,6 +240,7 @@ fn build_state(
     modules: &Arc<ModuleRegistry>,
 ) -> mlua::Result<Lua> {
     let lua = sandbox::new_state(limits)?;
+    lazy::install(&lua)?;
     modules::register_require(&lua, Arc::clone(scripts), Arc::clone(modules))?;
     api::register_all(&lua, limits)?;
     Ok(lua)

@@ -34,6 +34,7 @@ mod api;
 mod budget;
 mod engine;
 mod error;
+mod lazy;
 mod mapper;
 mod modules;
 mod sandbox;

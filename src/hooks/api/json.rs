@@ -26,6 +26,9 @@ pub(crate) fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<
 
 /// Converts a Lua value to a JSON value.
 pub(crate) fn lua_to_json(lua: &Lua, value: Value) -> mlua::Result<serde_json::Value> {
+    if value.is_table() {
+        crate::hooks::lazy::materialize_all(lua)?;
+    }
     lua.from_value_with(value, lua_to_json_options())
 }
 

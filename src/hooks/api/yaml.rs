@@ -12,6 +12,9 @@ pub(crate) fn register_yaml(lua: &Lua, runner: &Table) -> mlua::Result<()> {
     let yaml = sub_table(lua, runner, "yaml")?;
 
     let encode = lua.create_function(|lua, value: Value| {
+        if value.is_table() {
+            crate::hooks::lazy::materialize_all(lua)?;
+        }
         let value: serde_yaml::Value = lua
             .from_value_with(value, lua_to_json_options())
             .map_err(|err| error_at(lua, format!("runner.yaml.encode: {err}")))?;

@@ -81,6 +81,67 @@ async fn input_and_return_values_convert() {
     assert_eq!(nothing, serde_json::Value::Null);
 }
 
+/// Object and array fields of a hook argument are built on first read; scripts
+/// see the same table whichever way they reach it.
+#[tokio::test]
+async fn nested_argument_fields_behave_as_plain_tables() {
+    let script = r#"
+        function pre_run(run)
+            local before = rawget(run, "config")
+            local first = run.config
+            local keys = {}
+            for key in pairs(run) do keys[#keys + 1] = key end
+            table.sort(keys)
+            run.tags = nil
+            run.extra = "added"
+            return {
+                raw_before_read = before == nil,
+                same_table = first == run.config,
+                service = run.config.source.serviceName,
+                keys = keys,
+                tags_after_nil = run.tags == nil,
+                encoded = runner.json.decode(runner.json.encode(run)),
+            }
+        end
+        function post_run(run)
+            -- Passed on unread: the conversion to JSON still sees every field.
+            return run
+        end
+    "#;
+    let (_root, engine) = load(&[("hooks.lua", script)]);
+    let input = json!({
+        "runId": "r-1",
+        "config": { "source": { "serviceName": "pg_sales" }, "empty": [] },
+        "tags": ["a", "b"],
+        "nothing": null,
+    });
+
+    let returned = fire_ok(&engine, HookPoint::PreRun, input.clone()).await;
+    assert_eq!(returned["raw_before_read"], json!(true));
+    assert_eq!(returned["same_table"], json!(true));
+    assert_eq!(returned["service"], json!("pg_sales"));
+    assert_eq!(returned["keys"], json!(["config", "runId", "tags"]));
+    assert_eq!(returned["tags_after_nil"], json!(true));
+    assert_eq!(
+        returned["encoded"],
+        json!({
+            "runId": "r-1",
+            "config": { "source": { "serviceName": "pg_sales" }, "empty": [] },
+            "extra": "added",
+        })
+    );
+
+    let passed_on = fire_ok(&engine, HookPoint::PostRun, input).await;
+    assert_eq!(
+        passed_on,
+        json!({
+            "runId": "r-1",
+            "config": { "source": { "serviceName": "pg_sales" }, "empty": [] },
+            "tags": ["a", "b"],
+        })
+    );
+}
+
 #[tokio::test]
 async fn unconvertible_return_is_invalid_return() {
     let (_root, engine) = load(&[("pre.lua", "function pre_run() return { f = print } end")]);
