@@ -36,6 +36,13 @@ pub struct ControlPlaneArgs {
     /// Heartbeat interval announced to runners, such as 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+    /// Ed25519 private key (PKCS#8 PEM) that signs every run request.
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Key id written as `kid` in the signature header, for runners that
+    /// verify with a JWKS.
+    #[arg(long, value_name = "KID", requires = "signing_key")]
+    pub signing_kid: Option<String>,
 }
 
 /// Arguments of `hybrid-runner secrets get`.
@@ -472,12 +479,20 @@ fn control_plane_options(
         }),
         _ => None,
     };
+    let signer = args
+        .signing_key
+        .as_deref()
+        .map(|path| crate::signing::RequestSigner::load(path, args.signing_kid.clone()))
+        .transpose()
+        .map_err(|error| format!("invalid --signing-key: {error}"))?
+        .map(Arc::new);
     Ok(crate::control_plane::ControlPlaneOptions {
         listen: args.listen,
         runner_tokens,
         api_token,
         tls,
         heartbeat_interval: args.heartbeat_interval,
+        signer,
     })
 }
 

@@ -17,6 +17,7 @@
 //! - [`exec`]: runs one workflow as a local process.
 //! - [`hooks`]: the Lua hook engine: sandboxed states, the runner API, hot reload.
 //! - [`redact`]: the streaming redactor that every outgoing byte passes through.
+//! - [`signing`]: Ed25519 signatures of run requests (detached JWS).
 //! - [`control_plane`]: the reference control plane for development and tests.
 //! - [`quickstart`]: the one-command demo.
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod protocol;
 pub mod quickstart;
 pub mod redact;
 pub mod secrets;
+pub mod signing;
 pub mod tls;
 pub mod workflow;
 

@@ -33,6 +33,9 @@ pub struct Envelope {
     /// The message body; its shape depends on `type`.
     #[serde(default)]
     pub payload: Value,
+    /// Detached JWS over the canonical form of `payload`; see [`crate::signing`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Errors from decoding a frame.
@@ -44,6 +47,8 @@ pub enum DecodeError {
     Version(u32),
     #[error("unknown message type {0:?}")]
     UnknownType(String),
+    #[error("{0}")]
+    Signature(crate::signing::SignatureError),
     #[error("invalid {kind} payload: {source}")]
     Payload {
         kind: String,
@@ -63,6 +68,7 @@ impl Envelope {
             // The message types are plain structs of strings, numbers and JSON
             // values, which serde_json serialises without error.
             payload: serde_json::to_value(message).unwrap_or(Value::Null),
+            signature: None,
         }
     }
 
@@ -202,6 +208,8 @@ pub enum RejectCode {
     AtCapacity,
     UnknownPipelineType,
     InvalidRequest,
+    /// The request's signature is missing, malformed or does not match.
+    InvalidSignature,
     InvalidConfig,
     SecretError,
     Draining,

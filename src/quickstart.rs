@@ -119,6 +119,14 @@ async fn start_control_plane(
     write_private(&key_path, &certificate.key_pem)?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     write_private(&scratch.join("runner.token"), &token)?;
+    let signing_key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    std::fs::write(
+        scratch.join("signing.pub"),
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            signing_key.verifying_key().as_bytes(),
+        ),
+    )?;
 
     crate::tls::install_crypto_provider();
     let handle = crate::control_plane::start(ControlPlaneOptions {
@@ -130,6 +138,10 @@ async fn start_control_plane(
             key: key_path,
         }),
         heartbeat_interval: Duration::from_secs(2),
+        signer: Some(std::sync::Arc::new(crate::signing::RequestSigner::new(
+            signing_key,
+            None,
+        ))),
     })
     .await
     .map_err(|error| anyhow::anyhow!("{error}"))?;

@@ -105,6 +105,9 @@ pub struct ControlPlaneConfig {
     pub connect_timeout: Duration,
     /// Bound of unacknowledged messages kept for the control plane, in bytes.
     pub outbox_max_bytes: usize,
+    /// Keys that every `run.request` must be signed with; `None` accepts
+    /// unsigned requests.
+    pub signing: Option<std::sync::Arc<crate::signing::RequestVerifier>>,
 }
 
 /// Source of the bearer token, which is never written in runner.yaml.
@@ -498,6 +501,7 @@ fn read_control_plane(mut section: Section, issues: &mut Issues) -> Option<Contr
     let mut tls = section.section("tls", issues);
     let ca_file = tls.path("ca_file", issues);
     tls.finish(issues);
+    let signing = read_signing(section.section("signing", issues), issues);
 
     let heartbeat_interval = section
         .duration("heartbeat_interval", issues)
@@ -533,7 +537,50 @@ fn read_control_plane(mut section: Section, issues: &mut Issues) -> Option<Contr
         reconnect_max_delay,
         connect_timeout,
         outbox_max_bytes,
+        signing,
     })
+}
+
+/// Reads `control_plane.signing` and loads its key, so a bad key file is
+/// reported with the other config errors.
+fn read_signing(
+    mut section: Section,
+    issues: &mut Issues,
+) -> Option<std::sync::Arc<crate::signing::RequestVerifier>> {
+    if !section.is_present() {
+        return None;
+    }
+    let public_key_file = section.path("public_key_file", issues);
+    let jwks_file = section.path("jwks_file", issues);
+    let path_key = if jwks_file.is_some() {
+        "jwks_file"
+    } else {
+        "public_key_file"
+    };
+    let path = section.path_of(path_key);
+    section.finish(issues);
+    let loaded = match (public_key_file, jwks_file) {
+        (Some(file), None) => crate::signing::RequestVerifier::load_public_key(&file),
+        (None, Some(file)) => crate::signing::RequestVerifier::load_jwks(&file),
+        (Some(_), Some(_)) => {
+            issues.push(&path, "set either public_key_file or jwks_file, not both");
+            return None;
+        }
+        (None, None) => {
+            issues.push(
+                &path,
+                "missing key: set public_key_file (an Ed25519 public key) or jwks_file (a JWKS)",
+            );
+            return None;
+        }
+    };
+    match loaded {
+        Ok(verifier) => Some(std::sync::Arc::new(verifier)),
+        Err(error) => {
+            issues.push(&path, error.to_string());
+            None
+        }
+    }
 }
 
 /// Accepts `wss://` URLs, and `ws://` only for loopback hosts (development).

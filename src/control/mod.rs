@@ -23,7 +23,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ControlPlaneConfig;
-use crate::protocol::{Envelope, Heartbeat, Hello, ServerMessage, Welcome};
+use crate::protocol::{DecodeError, Envelope, Heartbeat, Hello, ServerMessage, Welcome};
 use crate::redact::Redactor;
 pub use outbox::Outbox;
 
@@ -336,8 +336,10 @@ impl Session {
             Some(Ok(Frame::Text(text))) => text,
             Some(Ok(_)) => return Ok(()),
         };
-        let message =
-            Envelope::decode(&text).and_then(|envelope| ServerMessage::from_envelope(&envelope));
+        let message = Envelope::decode(&text).and_then(|envelope| {
+            self.check_signature(&envelope)?;
+            ServerMessage::from_envelope(&envelope)
+        });
         match message {
             Ok(ServerMessage::Ack(ack)) => self.outbox.ack(ack.seq),
             Ok(ServerMessage::Welcome(_)) => tracing::warn!("ignoring a second welcome"),
@@ -347,16 +349,35 @@ impl Session {
                 }
             }
             Err(error) => {
-                self.reject_frame(&text, &error.to_string());
+                self.reject_frame(&text, &error);
             }
         }
         Ok(())
     }
 
+    /// Checks the signature of a `run.request` when `control_plane.signing`
+    /// is set. Other message types are not signed.
+    fn check_signature(&self, envelope: &Envelope) -> Result<(), DecodeError> {
+        let Some(verifier) = &self.config.signing else {
+            return Ok(());
+        };
+        if envelope.kind != "run.request" {
+            return Ok(());
+        }
+        verifier
+            .verify(&envelope.payload, envelope.signature.as_deref())
+            .map_err(DecodeError::Signature)
+    }
+
     /// Logs a frame that could not be decoded. A run request that fails to
     /// decode also gets a `run.rejected` with the decode error.
-    fn reject_frame(&self, text: &str, error: &str) {
-        tracing::warn!(error = %self.redactor.redact(error), "ignoring an invalid message from the control plane");
+    fn reject_frame(&self, text: &str, error: &DecodeError) {
+        let code = match error {
+            DecodeError::Signature(_) => crate::protocol::RejectCode::InvalidSignature,
+            _ => crate::protocol::RejectCode::InvalidRequest,
+        };
+        let error = error.to_string();
+        tracing::warn!(error = %self.redactor.redact(&error), "ignoring an invalid message from the control plane");
         let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
             return;
         };
@@ -368,7 +389,7 @@ impl Session {
         };
         self.outbox.push(&crate::protocol::RunRejected {
             run_id: run_id.chars().take(128).collect(),
-            code: crate::protocol::RejectCode::InvalidRequest,
+            code,
             reason: format!("invalid run request: {error}"),
         });
     }

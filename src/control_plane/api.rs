@@ -6,6 +6,7 @@
 //! | `POST /v1/runners/{agentId}/drain` | sends `runner.drain`, body `{reason?}` or empty |
 //! | `POST /v1/runners/{agentId}/reload` | sends `runner.reload` |
 //! | `POST /v1/runners/{agentId}/messages` | sends `message`, body `{name, body}` |
+//! | `POST /v1/runners/{agentId}/frames` | sends body `{frame, runId?}` as is, for protocol tests |
 //! | `POST /v1/runs` | sends `run.request` and returns `202 {runId}` |
 //! | `GET /v1/runs` | run summaries in submission order |
 //! | `GET /v1/runs/{runId}` | run document with statuses and final outcome |
@@ -42,6 +43,10 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest accepted `timeoutMs` of the wait endpoint: 10 minutes.
 const MAX_WAIT_MS: u64 = 600_000;
+
+/// Largest body of `POST /v1/runners/{agentId}/frames`, which tests use to
+/// send oversized run requests; other routes keep axum's 2 MB default.
+const MAX_FRAME_BODY_BYTES: usize = 256 << 20;
 
 /// A JSON error response.
 #[derive(Debug)]
@@ -106,6 +111,10 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/runners/{agent_id}/drain", post(drain_runner))
         .route("/v1/runners/{agent_id}/reload", post(reload_runner))
         .route("/v1/runners/{agent_id}/messages", post(send_message))
+        .route(
+            "/v1/runners/{agent_id}/frames",
+            post(send_frame).layer(axum::extract::DefaultBodyLimit::max(MAX_FRAME_BODY_BYTES)),
+        )
         .route("/v1/runs", get(list_runs).post(submit_run))
         .route("/v1/runs/{run_id}", get(get_run))
         .route("/v1/runs/{run_id}/logs", get(get_logs))
@@ -341,6 +350,28 @@ fn path_param(param: PathParam) -> Result<String, ApiError> {
             format!("invalid path: {}", rejection.body_text()),
         )
     })
+}
+
+async fn send_frame(
+    State(shared): State<Arc<Shared>>,
+    agent_id: PathParam,
+    body: Body,
+) -> ApiResult {
+    let agent_id = path_param(agent_id)?;
+    let body = body_bytes(body)?;
+    let body = parse_body(&body, "a JSON object with frame and an optional runId")?;
+    let Some(frame) = body.get("frame").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request(
+            "frame is missing; set it to the text of the frame to send".to_string(),
+        ));
+    };
+    let run_id = match body.get("runId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(run_id)) => Some(run_id.as_str()),
+        Some(_) => return Err(ApiError::bad_request("runId must be a string".to_string())),
+    };
+    shared.send_raw_frame(&agent_id, run_id, frame.to_string())?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "agentId": agent_id }))).into_response())
 }
 
 fn body_bytes(body: Body) -> Result<Bytes, ApiError> {

@@ -82,6 +82,8 @@ pub struct ControlPlaneOptions {
     pub tls: Option<TlsFiles>,
     /// Heartbeat interval announced to runners in `welcome`.
     pub heartbeat_interval: Duration,
+    /// Key that signs every `run.request`. `None` sends requests unsigned.
+    pub signer: Option<Arc<crate::signing::RequestSigner>>,
 }
 
 impl ControlPlaneOptions {
@@ -93,6 +95,7 @@ impl ControlPlaneOptions {
             api_token: None,
             tls: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            signer: None,
         }
     }
 }
@@ -109,6 +112,7 @@ impl fmt::Debug for ControlPlaneOptions {
             .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
             .field("tls", &self.tls)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("signer", &self.signer)
             .finish()
     }
 }

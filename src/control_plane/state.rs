@@ -28,6 +28,8 @@ pub(super) struct Shared {
     pub runner_tokens: Vec<String>,
     pub api_token: Option<String>,
     pub heartbeat_interval: Duration,
+    /// Key that signs every `run.request`, when configured.
+    signer: Option<std::sync::Arc<crate::signing::RequestSigner>>,
     events: broadcast::Sender<ControlPlaneEvent>,
     /// Token cancelled at shutdown, which ends sessions and waiting requests.
     pub shutdown: CancellationToken,
@@ -44,6 +46,7 @@ impl Shared {
             runner_tokens: options.runner_tokens.clone(),
             api_token: options.api_token.clone(),
             heartbeat_interval: options.heartbeat_interval,
+            signer: options.signer.clone(),
             events: broadcast::channel(EVENT_BUFFER).0,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
@@ -85,8 +88,71 @@ impl Shared {
             .run_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let frame = Envelope::new(&submission.to_request(&run_id), None).encode();
+        let mut envelope = Envelope::new(&submission.to_request(&run_id), None);
+        if let Some(signer) = &self.signer {
+            envelope.signature = Some(signer.sign(&envelope.payload));
+        }
+        let frame = envelope.encode();
         let agent_id = submission.agent_id.clone();
+        let sent_at = self.queue_request(
+            &agent_id,
+            &run_id,
+            &submission.pipeline_fqn,
+            &submission.pipeline_type,
+            frame,
+        )?;
+        tracing::info!(
+            %run_id,
+            %agent_id,
+            pipeline_fqn = %submission.pipeline_fqn,
+            pipeline_type = %submission.pipeline_type,
+            "run submitted"
+        );
+        self.emit(ControlPlaneEvent::RunSubmitted {
+            run_id: run_id.clone(),
+            agent_id,
+            at: sent_at,
+        });
+        Ok(run_id)
+    }
+
+    /// Sends `frame` unchanged to a runner, for testing how runners handle
+    /// frames the API would not build. With `run_id`, the run is recorded
+    /// first so that the runner's reply to it is kept.
+    pub(super) fn send_raw_frame(
+        &self,
+        agent_id: &str,
+        run_id: Option<&str>,
+        frame: String,
+    ) -> Result<(), ControlPlaneError> {
+        match run_id {
+            Some(run_id) => self
+                .queue_request(agent_id, run_id, "", "", frame)
+                .map(|_| ()),
+            None => {
+                let store = self.store();
+                let sent = store
+                    .live_session(agent_id, self.stale_after())
+                    .is_some_and(|session| session.outbox.send(Outgoing::Frame(frame)).is_ok());
+                sent.then_some(())
+                    .ok_or(ControlPlaneError::RunnerNotConnected {
+                        agent_id: agent_id.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Records a run and queues its request frame on the runner's live session.
+    fn queue_request(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        pipeline_fqn: &str,
+        pipeline_type: &str,
+        frame: String,
+    ) -> Result<Instant, ControlPlaneError> {
+        let run_id = run_id.to_string();
+        let agent_id = agent_id.to_string();
         let sent_at = {
             let mut store = self.store();
             if store.contains_run(&run_id) {
@@ -104,8 +170,8 @@ impl Shared {
             store.insert_run(NewRun {
                 run_id: run_id.clone(),
                 agent_id: agent_id.clone(),
-                pipeline_fqn: submission.pipeline_fqn.clone(),
-                pipeline_type: submission.pipeline_type.clone(),
+                pipeline_fqn: pipeline_fqn.to_string(),
+                pipeline_type: pipeline_type.to_string(),
                 sent_at,
             });
             if outbox.send(Outgoing::Frame(frame)).is_err() {
@@ -114,19 +180,7 @@ impl Shared {
             }
             sent_at
         };
-        tracing::info!(
-            %run_id,
-            %agent_id,
-            pipeline_fqn = %submission.pipeline_fqn,
-            pipeline_type = %submission.pipeline_type,
-            "run submitted"
-        );
-        self.emit(ControlPlaneEvent::RunSubmitted {
-            run_id: run_id.clone(),
-            agent_id,
-            at: sent_at,
-        });
-        Ok(run_id)
+        Ok(sent_at)
     }
 
     /// Queues a `run.cancel` for a run that is not final yet.

@@ -267,10 +267,27 @@ impl TestEnv {
         }
     }
 
+    /// Starts a plain control plane that passes `extra_args` to
+    /// `hybrid-runner control-plane`, for example `--signing-key FILE`.
+    pub async fn control_plane_with(&self, extra_args: &[String]) -> ControlPlane {
+        self.start_control_plane_with("127.0.0.1:0".parse().unwrap(), false, extra_args)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
     async fn start_control_plane(
         &self,
         listen: SocketAddr,
         tls: bool,
+    ) -> Result<ControlPlane, String> {
+        self.start_control_plane_with(listen, tls, &[]).await
+    }
+
+    async fn start_control_plane_with(
+        &self,
+        listen: SocketAddr,
+        tls: bool,
+        extra_args: &[String],
     ) -> Result<ControlPlane, String> {
         hybrid_runner::tls::install_crypto_provider();
         let name = self.next_name("control-plane");
@@ -282,7 +299,8 @@ impl TestEnv {
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--token-file")
-            .arg(self.token_file());
+            .arg(self.token_file())
+            .args(extra_args);
         let mut ca_file = None;
         if tls {
             let certificate =
@@ -381,6 +399,9 @@ impl TestEnv {
         });
         if let Some(ca_file) = ca_file {
             control["tls"] = json!({ "ca_file": ca_file });
+        }
+        if let Some(signing) = &config.signing {
+            control["signing"] = signing.clone();
         }
         let mut runs = json!({ "cancel_grace": config.cancel_grace });
         if let Some(capacity) = config.capacity {
@@ -648,6 +669,16 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Sends `frame` to the runner `agent_id` unchanged. With `run_id`, the
+    /// control plane records that run first so it keeps the runner's reply.
+    pub async fn send_frame(&self, agent_id: &str, frame: &str, run_id: Option<&str>) {
+        let path = format!("/v1/runners/{agent_id}/frames");
+        let (status, answer) = self
+            .post(&path, &json!({ "frame": frame, "runId": run_id }))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "POST {path}: {answer}");
+    }
+
     /// Asks the runner to cancel a run, asserting `202 Accepted`.
     pub async fn cancel(&self, run_id: &str, reason: &str) {
         let (status, answer) = self
@@ -743,6 +774,8 @@ pub struct RunnerConfig {
     pub clear_env: bool,
     /// The `hooks` section of runner.yaml, when set.
     pub hooks: Option<Value>,
+    /// `control_plane.signing` of runner.yaml, when set.
+    pub signing: Option<Value>,
 }
 
 impl RunnerConfig {
@@ -760,6 +793,7 @@ impl RunnerConfig {
             provider: json!({ "type": "file", "path": "secrets.yaml" }),
             clear_env: false,
             hooks: None,
+            signing: None,
         }
     }
 
@@ -811,6 +845,12 @@ impl RunnerConfig {
     /// Starts the runner with only `PATH`, `HOME` and `process_env` set.
     pub fn clear_env(mut self) -> Self {
         self.clear_env = true;
+        self
+    }
+
+    /// Sets `control_plane.signing`, for example `{"public_key_file": PATH}`.
+    pub fn signing(mut self, signing: Value) -> Self {
+        self.signing = Some(signing);
         self
     }
 
