@@ -378,13 +378,16 @@ impl Session {
         };
         let error = error.to_string();
         tracing::warn!(error = %self.redactor.redact(&error), "ignoring an invalid message from the control plane");
-        let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
+        // Only the type and run id are read, and serde_json skips the other
+        // fields without checking their escapes, so a request whose config
+        // holds an unpaired surrogate still gets its rejection.
+        let Ok(head) = serde_json::from_str::<FrameHead>(text) else {
             return;
         };
-        if envelope.kind != "run.request" {
+        if head.kind != "run.request" {
             return;
         }
-        let Some(run_id) = envelope.payload.get("runId").and_then(|id| id.as_str()) else {
+        let Some(run_id) = head.payload.and_then(|payload| payload.run_id) else {
             return;
         };
         self.outbox.push(&crate::protocol::RunRejected {
@@ -401,6 +404,20 @@ impl Session {
             .await
             .map_err(|error| SessionError::Socket(error.to_string()))
     }
+}
+
+/// The fields of a frame needed to answer a run request that failed to decode.
+#[derive(serde::Deserialize)]
+struct FrameHead {
+    #[serde(rename = "type")]
+    kind: String,
+    payload: Option<PayloadHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct PayloadHead {
+    #[serde(rename = "runId")]
+    run_id: Option<String>,
 }
 
 /// Names a rejected token plainly; other failures keep the library's message.

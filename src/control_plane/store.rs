@@ -455,6 +455,18 @@ impl Store {
         received_at: Instant,
     ) -> Option<ControlPlaneEvent> {
         let record = self.record_for(agent_id, &rejected.run_id, None)?;
+        if record.outcome == RunOutcome::Accepted {
+            // A runner rejects a second request with the id of a run it is
+            // running (duplicateRun); that rejection does not end the first run.
+            tracing::warn!(
+                agent_id,
+                run_id = %rejected.run_id,
+                code = ?rejected.code,
+                reason = %rejected.reason,
+                "ignored run.rejected for a run the runner already accepted"
+            );
+            return None;
+        }
         if record.is_final() {
             tracing::warn!(
                 agent_id,
