@@ -102,6 +102,10 @@ struct Session {
     session_id: String,
     last_heartbeat: Instant,
     ignored_frames: u64,
+    /// Time the session was registered.
+    started: std::time::Instant,
+    /// Whether unanswered run requests were sent again at the first heartbeat.
+    resent_unanswered: bool,
 }
 
 async fn serve_session(shared: Arc<Shared>, mut socket: WebSocket, remote: SocketAddr) {
@@ -122,6 +126,8 @@ async fn serve_session(shared: Arc<Shared>, mut socket: WebSocket, remote: Socke
         session_id,
         last_heartbeat: Instant::now(),
         ignored_frames: 0,
+        started: std::time::Instant::now(),
+        resent_unanswered: false,
     };
     let end = match send_text(&mut socket, Envelope::new(&welcome, None).encode()).await {
         Ok(()) => session.run(&mut socket, inbox).await,
@@ -348,6 +354,13 @@ impl Session {
                 self.last_heartbeat = Instant::now();
                 let mut store = self.shared.store();
                 store.record_heartbeat(&self.agent_id, &self.session_id, &beat);
+                if !self.resent_unanswered {
+                    self.resent_unanswered = true;
+                    let count = store.resend_unanswered(&self.agent_id, self.started);
+                    if count > 0 {
+                        tracing::info!(agent_id = %self.agent_id, runs = count, "sent again the run requests the runner has not answered");
+                    }
+                }
                 None
             }
             (Ok(RunnerMessage::Hello(_)), _) => {

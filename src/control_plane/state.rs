@@ -173,6 +173,7 @@ impl Shared {
                 pipeline_fqn: pipeline_fqn.to_string(),
                 pipeline_type: pipeline_type.to_string(),
                 sent_at,
+                frame: frame.clone(),
             });
             if outbox.send(Outgoing::Frame(frame)).is_err() {
                 store.remove_run(&run_id);

@@ -111,6 +111,9 @@ pub(super) struct NewRun {
     pub pipeline_fqn: String,
     pub pipeline_type: String,
     pub sent_at: Instant,
+    /// The `run.request` frame, sent again on each reconnect of the runner
+    /// until the runner accepts or rejects the run.
+    pub frame: String,
 }
 
 /// Everything stored about one run.
@@ -122,6 +125,8 @@ struct RunRecord {
     pipeline_type: Option<String>,
     submitted_at: Option<i64>,
     sent_at: Option<Instant>,
+    /// The `run.request` frame of a run submitted here.
+    request_frame: Option<String>,
     outcome: RunOutcome,
     rejection: Option<Rejection>,
     statuses: Vec<RunStatus>,
@@ -270,6 +275,39 @@ impl Store {
         }
     }
 
+    /// Queues again, on the runner's current session, the request frames of
+    /// its runs that were sent before `session_started` and have neither been
+    /// accepted nor rejected. Returns how many were queued.
+    ///
+    /// Called at the first heartbeat of a session, which the runner sends
+    /// after replaying its outbox: a run still unanswered then was lost with
+    /// a connection or a runner crash before the runner recorded it. A runner
+    /// that is still checking such a run ignores the identical request.
+    pub(super) fn resend_unanswered(&mut self, agent_id: &str, session_started: Instant) -> usize {
+        let Some(session) = self
+            .runners
+            .get(agent_id)
+            .and_then(|entry| entry.session.as_ref())
+        else {
+            return 0;
+        };
+        let mut sent = 0;
+        for run_id in &self.run_order {
+            let Some(record) = self.runs.get(run_id) else {
+                continue;
+            };
+            let unanswered = record.agent_id == agent_id
+                && record.outcome == RunOutcome::Submitted
+                && record.sent_at.is_some_and(|at| at < session_started);
+            if let (true, Some(frame)) = (unanswered, &record.request_frame)
+                && session.outbox.send(Outgoing::Frame(frame.clone())).is_ok()
+            {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     /// Records a heartbeat if `session_id` is still the runner's current session.
     pub(super) fn record_heartbeat(&mut self, agent_id: &str, session_id: &str, beat: &Heartbeat) {
         let Some(entry) = self.current_entry_mut(agent_id, session_id) else {
@@ -356,6 +394,7 @@ impl Store {
             pipeline_type: Some(run.pipeline_type),
             submitted_at: Some(crate::now_millis()),
             sent_at: Some(run.sent_at),
+            request_frame: Some(run.frame),
             outcome: RunOutcome::Submitted,
             rejection: None,
             statuses: Vec::new(),
@@ -642,6 +681,7 @@ fn reported_run(agent_id: &str, pipeline_fqn: Option<&str>) -> RunRecord {
         pipeline_type: None,
         submitted_at: None,
         sent_at: None,
+        request_frame: None,
         outcome: RunOutcome::Accepted,
         rejection: None,
         statuses: Vec::new(),

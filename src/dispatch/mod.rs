@@ -46,6 +46,8 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// State of one active run.
 struct ActiveRun {
+    /// The request, to tell a control plane's resend from a reused run id.
+    request: RunRequest,
     cancel: CancellationToken,
     cancel_reason: Mutex<Option<String>>,
 }
@@ -271,6 +273,10 @@ impl Dispatcher {
 
     async fn start(self: Arc<Self>, request: RunRequest) {
         let run_id = request.run_id.clone();
+        if self.is_resend(&request) {
+            tracing::info!("ignoring a repeated request for a run that is already active");
+            return;
+        }
         let prepared = match self.prepare(request).await {
             Ok(prepared) => prepared,
             Err(rejection) => {
@@ -297,7 +303,7 @@ impl Dispatcher {
                 "the runner is draining and takes no new runs",
             ));
         }
-        let active = self.reserve(&request.run_id)?;
+        let active = self.reserve(&request)?;
         let result = self.check_and_resolve(&request).await;
         match result {
             Ok(checked) => Ok(PreparedRun {
@@ -316,12 +322,32 @@ impl Dispatcher {
         }
     }
 
-    fn reserve(&self, run_id: &str) -> Result<Arc<ActiveRun>, Rejection> {
+    /// Returns true when `request` equals the request of the active run with
+    /// its id: the control plane sent it again because it missed the answer.
+    fn is_resend(&self, request: &RunRequest) -> bool {
+        self.lock_runs()
+            .get(&request.run_id)
+            .is_some_and(|run| run.request == *request)
+    }
+
+    fn reserve(&self, request: &RunRequest) -> Result<Arc<ActiveRun>, Rejection> {
+        let run_id = request.run_id.as_str();
         let mut runs = self.lock_runs();
         if runs.contains_key(run_id) {
             return Err(Rejection::new(
                 RejectCode::DuplicateRun,
                 format!("run {run_id} is already active on this runner"),
+            ));
+        }
+        // A control plane sends a request again when it missed the answer,
+        // for example after this runner restarted. The final outcome still
+        // waiting in the outbox is that answer; the run must not start twice.
+        if self.outbox.has_final(run_id) {
+            return Err(Rejection::new(
+                RejectCode::DuplicateRun,
+                format!(
+                    "run {run_id} already ended on this runner; its final status is being sent"
+                ),
             ));
         }
         let capacity = self.config.runs.capacity;
@@ -334,6 +360,7 @@ impl Dispatcher {
             ));
         }
         let active = Arc::new(ActiveRun {
+            request: request.clone(),
             cancel: CancellationToken::new(),
             cancel_reason: Mutex::new(None),
         });
@@ -419,6 +446,17 @@ impl Dispatcher {
             active,
         } = prepared;
         let accepted_at = crate::now_millis();
+        let mut record = RunRecord {
+            run_id: request.run_id.clone(),
+            pipeline_fqn: request.pipeline_fqn.clone(),
+            accepted_at,
+            pid: None,
+            pid_start: None,
+        };
+        // The record goes first: a runner killed after it reports the run
+        // failed at the next start, while one killed after `run.accepted`
+        // but before the record would leave the run without a final status.
+        self.registry.save(&record);
         self.outbox.push(&RunAccepted {
             run_id: request.run_id.clone(),
         });
@@ -431,14 +469,6 @@ impl Dispatcher {
             None,
         );
         tracing::info!(pipeline_type = %request.pipeline_type, "run accepted");
-        let mut record = RunRecord {
-            run_id: request.run_id.clone(),
-            pipeline_fqn: request.pipeline_fqn.clone(),
-            accepted_at,
-            pid: None,
-            pid_start: None,
-        };
-        self.registry.save(&record);
 
         let (lines_tx, lines_rx) = mpsc::channel(1024);
         let logger = tokio::spawn(forward_logs(

@@ -431,11 +431,22 @@ impl TestEnv {
 
     /// Writes the config and starts `hybrid-runner run` against `control_plane`.
     pub fn start_runner(&self, control_plane: &ControlPlane, config: RunnerConfig) -> Runner {
-        let config_path = self.write_runner_config(
+        self.start_runner_at(
             &control_plane.ws_url(),
             control_plane.ca_file.as_deref(),
-            &config,
-        );
+            config,
+        )
+    }
+
+    /// Writes the config and starts `hybrid-runner run` against the runner
+    /// endpoint `url`, for example a relay in front of a control plane.
+    pub fn start_runner_at(
+        &self,
+        url: &str,
+        ca_file: Option<&Path>,
+        config: RunnerConfig,
+    ) -> Runner {
+        let config_path = self.write_runner_config(url, ca_file, &config);
         let folder = config_path.parent().unwrap().to_path_buf();
         let parent = folder.parent().unwrap().to_path_buf();
         let relative_config = config_path.strip_prefix(&parent).unwrap().to_path_buf();
@@ -688,6 +699,11 @@ impl ControlPlane {
             )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "cancel {run_id}: {answer}");
+    }
+
+    /// Returns the process id of the control plane.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("control plane pid")
     }
 
     /// Returns the control plane's own log (its stderr) so far.
