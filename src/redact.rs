@@ -208,13 +208,7 @@ fn forms_of(value: &str, min_len: usize) -> Vec<String> {
         forms.push(json_ascii_escape(json, true));
     }
 
-    // Percent-encoding as in a connection URL; `+` for spaces as in a form body.
-    let encoded = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
-    forms.push(encoded.replace("%20", "+"));
-    forms.push(encoded);
-    let userinfo = percent_encoding::utf8_percent_encode(value, USERINFO).to_string();
-    forms.push(userinfo);
+    forms.extend(percent_forms(value));
 
     forms.extend(base64_cores(value.as_bytes()));
     forms.retain(|form| form.len() >= min_len);
@@ -243,6 +237,72 @@ fn json_ascii_escape(json: &str, uppercase: bool) -> String {
     }
     escaped
 }
+
+/// Returns `value` percent-encoded the ways common encoders write it: every
+/// set in [`PERCENT_SETS`], with `+` for spaces where form encoders use it,
+/// and with upper- and lowercase hex digits.
+fn percent_forms(value: &str) -> Vec<String> {
+    let mut forms = Vec::new();
+    for (set, plus_for_space) in PERCENT_SETS {
+        let mut encoded = percent_encoding::utf8_percent_encode(value, set).to_string();
+        if *plus_for_space {
+            encoded = encoded.replace("%20", "+");
+        }
+        forms.push(lowercase_hex(&encoded));
+        forms.push(encoded);
+    }
+    forms
+}
+
+/// Rewrites the hex digits of every `%XX` escape in lowercase.
+fn lowercase_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Percent-encoding sets of common encoders, and whether they write a
+/// space as `+`.
+const PERCENT_SETS: &[(&percent_encoding::AsciiSet, bool)] = &[
+    // Every byte but letters and digits, as percent-encoding crates do by default.
+    (percent_encoding::NON_ALPHANUMERIC, false),
+    (percent_encoding::NON_ALPHANUMERIC, true),
+    // RFC 3986 unreserved characters kept: Python `quote(safe='')` and `quote_plus`.
+    (UNRESERVED, false),
+    (UNRESERVED, true),
+    // JavaScript `encodeURIComponent`.
+    (URI_COMPONENT, false),
+    // WHATWG application/x-www-form-urlencoded, as HTML forms send it.
+    (FORM, true),
+    // The userinfo part of a URL, as in a connection string.
+    (USERINFO, false),
+];
+
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+const URI_COMPONENT: &percent_encoding::AsciiSet = &UNRESERVED
+    .remove(b'!')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*');
+
+const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
 
 /// Characters that URL libraries percent-encode in the userinfo part.
 const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
@@ -385,6 +445,31 @@ mod tests {
     use super::*;
 
     const TRICKY: &str = "Tr1cky/Pa55+word=\"x\"";
+
+    #[test]
+    fn other_percent_encoders_are_masked() {
+        // Found by the redactor property test: these encoders keep some
+        // punctuation that the NON_ALPHANUMERIC and userinfo forms escape.
+        let secret = "pa$$-w0rd (x)!";
+        let redactor = redactor_with(&[secret]);
+        for encoded in [
+            // JavaScript encodeURIComponent.
+            "pa%24%24-w0rd%20(x)!",
+            // Python quote(safe='') with lowercase hex, and quote_plus.
+            "pa%24%24-w0rd%20%28x%29%21",
+            "pa%24%24-w0rd+%28x%29%21",
+            "pa%24%24-w0rd+%28x%29%21".to_ascii_lowercase().as_str(),
+            // HTML form encoding.
+            "pa%24%24-w0rd+%28x%29%21",
+        ] {
+            let line = format!("url=https://db/?p={encoded}&x=1");
+            assert_eq!(
+                redactor.redact(&line),
+                format!("url=https://db/?p={MASK}&x=1"),
+                "{encoded}"
+            );
+        }
+    }
 
     fn redactor_with(values: &[&str]) -> Arc<Redactor> {
         let redactor = Arc::new(Redactor::default());
