@@ -2,8 +2,9 @@
 //! and runs until a signal stops it.
 //!
 //! Shutdown: the first SIGTERM or SIGINT stops new runs and lets active ones
-//! finish for up to the drain timeout, then cancels them. A second signal
-//! cancels them at once. The outbox gets a short time to flush before exit.
+//! finish for up to `runs.drain_timeout`, then cancels them. A second signal
+//! cancels them at once. The outbox gets up to `runs.flush_timeout` to be
+//! acknowledged before exit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,6 @@ use crate::config::Config;
 use crate::control::{Identity, Outbox, Session, StatusFn, StatusSource};
 use crate::dispatch::Dispatcher;
 use crate::redact::Redactor;
-
-/// Maximum wait for active runs after the first signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Maximum wait for the outbox to be acknowledged before exit.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors that stop the agent from starting.
 #[derive(Debug, thiserror::Error)]
@@ -143,9 +138,9 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     let session_task = tokio::spawn(session.run(session_stop.clone()));
     let dispatch_task = tokio::spawn(Arc::clone(&dispatcher).serve(inbound_rx));
 
-    wait_for_shutdown(&dispatcher).await?;
+    wait_for_shutdown(&dispatcher, config.runs.drain_timeout).await?;
 
-    flush_outbox(&outbox).await;
+    flush_outbox(&outbox, config.runs.flush_timeout).await;
     session_stop.cancel();
     let _ = session_task.await;
     dispatch_task.abort();
@@ -256,7 +251,10 @@ async fn reload_hooks(
 }
 
 /// Waits for the first signal, drains, and handles a second signal.
-async fn wait_for_shutdown(dispatcher: &Arc<Dispatcher>) -> Result<(), AgentError> {
+async fn wait_for_shutdown(
+    dispatcher: &Arc<Dispatcher>,
+    drain_timeout: Duration,
+) -> Result<(), AgentError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     tokio::select! {
@@ -271,8 +269,8 @@ async fn wait_for_shutdown(dispatcher: &Arc<Dispatcher>) -> Result<(), AgentErro
 
     tokio::select! {
         () = dispatcher.wait_idle() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "drain timeout passed; cancelling active runs");
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!(timeout_ms = drain_timeout.as_millis() as u64, "drain timeout passed; cancelling active runs");
             dispatcher.cancel_all("the runner is shutting down");
         }
         _ = terminate.recv() => dispatcher.cancel_all("the runner was stopped"),
@@ -282,10 +280,20 @@ async fn wait_for_shutdown(dispatcher: &Arc<Dispatcher>) -> Result<(), AgentErro
     Ok(())
 }
 
-async fn flush_outbox(outbox: &Outbox) {
-    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+/// Waits until the control plane has acknowledged every outbox entry or
+/// `timeout` passes. Unacknowledged entries stay in the journal and are
+/// sent by the next runner process that uses the same state directory.
+async fn flush_outbox(outbox: &Outbox, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
     while outbox.pending() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if outbox.pending() > 0 {
+        tracing::warn!(
+            unsent = outbox.pending(),
+            timeout_ms = timeout.as_millis() as u64,
+            "flush timeout passed; unacknowledged messages stay in the outbox journal for the next start"
+        );
     }
 }
 

@@ -168,6 +168,10 @@ pub struct RunsConfig {
     pub max_config_bytes: usize,
     /// Maximum log line length sent; longer lines are cut and marked.
     pub max_log_line_bytes: usize,
+    /// Time active runs get to finish after the first shutdown signal.
+    pub drain_timeout: Duration,
+    /// Time the outbox gets to be acknowledged before the runner exits.
+    pub flush_timeout: Duration,
 }
 
 /// A command line with placeholders, never taken from a run request.
@@ -626,6 +630,12 @@ fn read_runs(mut section: Section, issues: &mut Issues) -> Option<RunsConfig> {
     let max_log_line_bytes = section
         .integer("max_log_line_bytes", 256, 16 << 20, issues)
         .unwrap_or(64 << 10) as usize;
+    let drain_timeout = section
+        .duration("drain_timeout", issues)
+        .unwrap_or(Duration::from_secs(60));
+    let flush_timeout = section
+        .duration("flush_timeout", issues)
+        .unwrap_or(Duration::from_secs(5));
     section.finish(issues);
     Some(RunsConfig {
         capacity,
@@ -633,6 +643,8 @@ fn read_runs(mut section: Section, issues: &mut Issues) -> Option<RunsConfig> {
         cancel_grace,
         max_config_bytes,
         max_log_line_bytes,
+        drain_timeout,
+        flush_timeout,
     })
 }
 

@@ -407,6 +407,9 @@ impl TestEnv {
         if let Some(capacity) = config.capacity {
             runs["capacity"] = json!(capacity);
         }
+        for (key, value) in &config.runs {
+            runs[key] = value.clone();
+        }
         let document = json!({
             "agent_id": config.agent_id,
             "control_plane": control,
@@ -792,6 +795,8 @@ pub struct RunnerConfig {
     pub hooks: Option<Value>,
     /// `control_plane.signing` of runner.yaml, when set.
     pub signing: Option<Value>,
+    /// More keys of the `runs` section, such as `drain_timeout`.
+    pub runs: BTreeMap<String, Value>,
 }
 
 impl RunnerConfig {
@@ -810,6 +815,7 @@ impl RunnerConfig {
             clear_env: false,
             hooks: None,
             signing: None,
+            runs: BTreeMap::new(),
         }
     }
 
@@ -861,6 +867,12 @@ impl RunnerConfig {
     /// Starts the runner with only `PATH`, `HOME` and `process_env` set.
     pub fn clear_env(mut self) -> Self {
         self.clear_env = true;
+        self
+    }
+
+    /// Sets the key `name` of the `runs` section.
+    pub fn runs_key(mut self, name: &str, value: Value) -> Self {
+        self.runs.insert(name.to_string(), value);
         self
     }
 
