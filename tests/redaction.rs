@@ -344,3 +344,38 @@ async fn ascii_json_escape_is_masked() {
     assert_absent(&[escaped.to_string()], &outputs);
     assert_no_secret(&[secret, &case.env.token], &outputs);
 }
+
+#[tokio::test]
+async fn short_secret_warns_once() {
+    let env = TestEnv::new();
+    let control_plane = env.control_plane().await;
+    let short = "Zq9x";
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("short-runner")
+            .pipeline("metadata", "exit 0")
+            .secret(REFERENCE_PATH, short),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    for _ in 0..2 {
+        let run_id = control_plane
+            .submit(&submission("short-runner", WORKFLOW))
+            .await;
+        let document = control_plane.wait_final(&run_id).await;
+        assert_eq!(document["finalState"], "success", "run: {document}");
+    }
+
+    let log = runner.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("shorter than the redaction minimum"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "warnings: {warnings:?}");
+    assert!(
+        warnings[0].contains(REFERENCE_PATH),
+        "warning: {}",
+        warnings[0]
+    );
+    assert!(!log.contains(short), "the runner log shows the short value");
+}

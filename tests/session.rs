@@ -212,3 +212,24 @@ touch "$OUT/done-$HYBRID_RUNNER_RUN_ID"
     outputs.extend(runner.outputs());
     assert_no_secret(&[&env.token], &outputs);
 }
+
+#[tokio::test]
+async fn rotated_token_is_read_again() {
+    let env = TestEnv::new();
+    let control_plane = env.control_plane().await;
+    let token_file = env.path("rotating.token");
+    std::fs::write(&token_file, "expired-token-1a2b3c\n").expect("write token");
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("rotating-runner").token_file(&token_file),
+    );
+    runner.wait_log("attempt=2 ").await;
+    assert!(control_plane.runner_view("rotating-runner").await.is_none());
+
+    // The same process connects once the file holds the current token.
+    std::fs::write(&token_file, format!("{}\n", env.token)).expect("rotate token");
+    control_plane.wait_connected(&runner).await;
+
+    env.assert_no_leaks(&control_plane, &[&runner], &["expired-token-1a2b3c"])
+        .await;
+}
