@@ -357,6 +357,13 @@ impl Config {
             path: source.to_path_buf(),
             message: error.to_string(),
         })?;
+        // A file of comments parses as null, which no check below reports.
+        if value.is_null() {
+            return Err(ConfigError::Syntax {
+                path: source.to_path_buf(),
+                message: "the file holds no settings, only comments or null; required keys: agent_id, control_plane, secrets".into(),
+            });
+        }
         let mut issues = Issues::default();
         expand::expand_env(&mut value, "", env, &mut issues);
 

@@ -181,3 +181,17 @@ fn doubled_braces_are_literal() {
     let (_, args) = config.pipelines["custom"].render(Path::new("/w/c.json"), Path::new("/w"));
     assert_eq!(args, vec!["-c", "echo ${HOME} {x}", "/w/c.json"]);
 }
+
+#[test]
+fn comment_only_file_is_an_error() {
+    // Found by the config loader property test: "# " parsed as null and was
+    // reported as "0 problem(s)".
+    let error = Config::parse(
+        "# nothing here\n",
+        Path::new("runner.yaml"),
+        Path::new("/etc/hybrid-runner"),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("holds no settings"), "{error}");
+}
