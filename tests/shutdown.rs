@@ -271,3 +271,40 @@ async fn unsent_outbox_survives_exit() {
     let stdout = control_plane.log_texts("late", "stdout").await;
     assert_eq!(stdout, vec!["done after the outage"], "stdout lines");
 }
+
+#[tokio::test]
+async fn drain_message_rejects_new_runs() {
+    let env = TestEnv::new();
+    let out = env.folder("out");
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("saas-drained")
+            .pipeline("metadata", r#"touch "$OUT/ran""#)
+            .env("OUT", &out),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let (status, answer) = control_plane
+        .post(
+            "/v1/runners/saas-drained/drain",
+            &json!({ "reason": "maintenance" }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "drain: {answer}");
+    wait_until(
+        "the runner view to show draining",
+        common::RUN_DEADLINE,
+        async || {
+            let view = control_plane.runner_view("saas-drained").await?;
+            (view["draining"] == true).then_some(())
+        },
+    )
+    .await;
+    submit(&control_plane, "saas-drained", "after-drain").await;
+    let document = control_plane.wait_final("after-drain").await;
+
+    let reason = common::rejection_reason(&document, "draining");
+    assert!(reason.contains("draining"), "reason: {reason:?}");
+    assert!(!out.join("ran").exists(), "a workflow process ran");
+}
