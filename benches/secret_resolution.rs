@@ -230,7 +230,7 @@ async fn runner_rounds(endpoint: &str, size: Size) -> Vec<Duration> {
         let resolver = resolver(endpoint, ResolverSettings::default());
         let started = Instant::now();
         let values = resolver
-            .resolve_all(&references)
+            .resolve_all(&references, &hybrid_runner::secrets::Scope::default())
             .await
             .expect("resolve all");
         rounds.push(started.elapsed());

@@ -41,12 +41,14 @@
 ---@field reference string the reference as written, `secret:/...`
 ---@field path string the path after `secret:`
 ---@field version? string version named in the reference, if any
----@field provider "aws"|"azure"|"gcp"|"kubernetes"|"file"|"env" secrets provider of the runner
+---@field provider string name of the store the routes chose (the type, for a runner with one `secrets.provider`)
+---@field kind "aws"|"azure"|"gcp"|"kubernetes"|"file"|"env" type of that store
 
----Store name and version chosen by `map_secret`.
+---Store name, version and store chosen by `map_secret`.
 ---@class hybrid.MappedSecret
 ---@field name string
 ---@field version? string
+---@field provider? string name of a configured store to read from instead of the routed one
 
 ---Input of `on_message`: a custom message from the control plane.
 ---@class hybrid.Message

@@ -54,7 +54,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         .await
         .map_err(AgentError::Secrets)?;
     let resolver = Arc::new(resolver);
-    let provider = resolver.provider_kind();
+    let provider = resolver.providers().summary();
     let journal = config.state_dir.join("outbox.jsonl");
     // Sequence numbers restart with a new journal, so the id must change too,
     // or the control plane would take the new messages for replays.
@@ -128,7 +128,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         version = crate::VERSION,
         url = %config.control_plane.url,
         capacity = config.runs.capacity,
-        provider,
+        %provider,
         "hybrid-runner starting"
     );
     let session_stop = CancellationToken::new();

@@ -54,6 +54,20 @@ pub struct SecretsGetArgs {
     pub force: bool,
 }
 
+/// Arguments of `hybrid-runner audit tail`.
+#[derive(Debug, clap::Args)]
+pub struct AuditTailArgs {
+    /// Path of runner.yaml.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Number of entries to print.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: usize,
+    /// Print the JSON lines as stored.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `hybrid-runner hooks test`.
 #[derive(Debug, clap::Args)]
 pub struct HooksTestArgs {
@@ -129,7 +143,17 @@ pub fn check(path: &Path) -> ExitCode {
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
-        config.secrets.provider.kind(),
+        config
+            .secrets
+            .providers
+            .iter()
+            .map(|(name, provider)| if name == provider.kind() {
+                name.clone()
+            } else {
+                format!("{name} ({})", provider.kind())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         config.secrets.allowed_prefixes.join(", ")
     );
     ExitCode::SUCCESS
@@ -147,13 +171,16 @@ fn check_environment(config: &Config) -> (Vec<String>, Vec<String>) {
     {
         errors.push(error.to_string());
     }
-    if let ProviderConfig::File { path } = &config.secrets.provider
-        && !path.is_file()
-    {
-        errors.push(format!(
-            "secrets file {} does not exist; check secrets.provider.path",
-            path.display()
-        ));
+    for (name, provider) in &config.secrets.providers {
+        if let ProviderConfig::File { path } = provider
+            && !path.is_file()
+        {
+            errors.push(format!(
+                "secrets file {} does not exist; check {}.path",
+                path.display(),
+                config.secrets.provider_path(name)
+            ));
+        }
     }
     for (pipeline, command) in &config.pipelines {
         if program_exists(&command.program) {
@@ -189,6 +216,44 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 /// `hybrid-runner secrets get`: resolves one reference as a run would.
+/// Prints the last entries of the secret access audit log. Exits 1 when the
+/// log cannot be read, and 64 for an invalid runner.yaml.
+pub fn audit_tail(args: AuditTailArgs) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let settings = &config.secrets.audit;
+    let entries = match crate::secrets::audit::tail(&settings.path, args.lines, settings.keep) {
+        Ok(entries) => entries,
+        Err(error) => {
+            eprintln!(
+                "error: cannot read the audit log {}: {error}",
+                settings.path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if entries.is_empty() {
+        eprintln!("the audit log {} has no entries", settings.path.display());
+    }
+    let mut code = ExitCode::SUCCESS;
+    for entry in entries {
+        match entry {
+            Ok(entry) if args.json => match serde_json::to_string(&entry) {
+                Ok(line) => println!("{line}"),
+                Err(error) => eprintln!("error: {error}"),
+            },
+            Ok(entry) => println!("{}", entry.readable()),
+            Err(error) => {
+                eprintln!("error: {error}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
+}
+
 pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
     use std::io::IsTerminal;
 
@@ -255,11 +320,14 @@ async fn print_lookup(
     reveal: bool,
 ) -> ExitCode {
     println!("reference: {reference}");
-    println!("provider:  {}", resolver.provider_kind());
     match resolver.mapped(reference).await {
-        Ok((name, version)) => {
-            println!("name:      {name}");
-            println!("version:   {}", version.as_deref().unwrap_or("latest"));
+        Ok(mapped) => {
+            println!("provider:  {}", mapped.provider.label());
+            println!("name:      {}", mapped.name);
+            println!(
+                "version:   {}",
+                mapped.version.as_deref().unwrap_or("latest")
+            );
         }
         Err(error) => {
             eprintln!("error: {error}");

@@ -36,6 +36,9 @@ enum Command {
     /// Check and try Lua hook scripts without starting the runner.
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// Read the secret access audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the reference control plane (for development, demos and tests).
     ControlPlane(commands::ControlPlaneArgs),
     /// Start a control plane and a runner on 127.0.0.1, submit the example
@@ -71,6 +74,13 @@ enum HooksCommand {
     Test(commands::HooksTestArgs),
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the last entries of the audit log that runner.yaml names, oldest
+    /// first, one line each.
+    Tail(commands::AuditTailArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -79,6 +89,7 @@ fn main() -> ExitCode {
         Command::Secrets(SecretsCommand::Get(args)) => commands::secrets_get(args),
         Command::Hooks(HooksCommand::Check { dir }) => commands::hooks_check(&dir),
         Command::Hooks(HooksCommand::Test(args)) => commands::hooks_test(args),
+        Command::Audit(AuditCommand::Tail(args)) => commands::audit_tail(args),
         Command::ControlPlane(args) => commands::control_plane(args),
         Command::Quickstart(args) => commands::quickstart(args),
         Command::DemoConnector { config } => commands::demo_connector(&config),

@@ -194,6 +194,31 @@ impl<'a> Section<'a> {
         parsed
     }
 
+    /// Opens each item of a list of mappings as a section, with paths such
+    /// as `secrets.routes[0]`.
+    pub fn list_sections(&mut self, key: &str, issues: &mut Issues) -> Vec<Section<'a>> {
+        let path = self.path_of(key);
+        let Some(value) = self.raw(key) else {
+            return Vec::new();
+        };
+        let Value::Sequence(items) = value else {
+            issues.push(&path, format!("expected a list, found {}", kind_of(value)));
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                Section::new(
+                    Some(item),
+                    &format!("{path}[{index}]"),
+                    self.base_dir,
+                    issues,
+                )
+            })
+            .collect()
+    }
+
     /// Reads a list of strings.
     pub fn string_list(&mut self, key: &str, issues: &mut Issues) -> Option<Vec<String>> {
         let path = self.path_of(key);

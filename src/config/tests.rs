@@ -130,7 +130,7 @@ fn literal_dollar_brace_is_kept() {
     let text = MINIMAL.replace("path: secrets.yaml", "path: 'a$${b}.yaml'");
     let config = parse(&text, &[]).unwrap();
     assert_eq!(
-        config.secrets.provider,
+        config.secrets.providers["file"],
         ProviderConfig::File {
             path: "/etc/hr/a${b}.yaml".into()
         }
@@ -180,4 +180,90 @@ fn doubled_braces_are_literal() {
     let config = parse(&text, &[]).unwrap();
     let (_, args) = config.pipelines["custom"].render(Path::new("/w/c.json"), Path::new("/w"));
     assert_eq!(args, vec!["-c", "echo ${HOME} {x}", "/w/c.json"]);
+}
+
+const TWO_STORES: &str = "
+agent_id: runner-1
+control_plane:
+  url: wss://saas.example.com/agent/v1/connect
+  token_file: token
+secrets:
+  allowed_prefixes:
+    - /collate/hybrid-ingestion/{service}/
+  providers:
+    local: { type: file, path: secrets.yaml }
+    vars: { type: env }
+  routes:
+    - { prefix: /collate/hybrid-ingestion/vars/, provider: vars }
+  default_provider: local
+  audit: { max_bytes: 65536, keep: 2, fsync: never }
+";
+
+#[test]
+fn named_stores_and_routes_are_read() {
+    let config = parse(TWO_STORES, &[]).unwrap();
+    let secrets = &config.secrets;
+    assert_eq!(
+        secrets.providers.keys().collect::<Vec<_>>(),
+        vec!["local", "vars"]
+    );
+    assert_eq!(
+        secrets.routes,
+        vec![crate::secrets::Route {
+            prefix: "/collate/hybrid-ingestion/vars/".into(),
+            provider: "vars".into(),
+        }]
+    );
+    assert_eq!(secrets.default_provider, "local");
+    assert!(!secrets.single_store);
+    assert_eq!(
+        secrets.audit,
+        crate::secrets::audit::AuditSettings {
+            path: "/etc/hr/state/audit.jsonl".into(),
+            max_bytes: 65536,
+            keep: 2,
+            fsync: crate::secrets::audit::Fsync::Never,
+        }
+    );
+}
+
+#[test]
+fn store_mistakes_are_named() {
+    let text = TWO_STORES
+        .replace("provider: vars }", "provider: vault }")
+        .replace("default_provider: local", "default_provider: cloud")
+        .replace("{service}", "svc-{service}");
+    let issues = issues_of(parse(&text, &[]));
+    assert_eq!(
+        issues,
+        vec![
+            "secrets.allowed_prefixes[0]: invalid prefix \"/collate/hybrid-ingestion/svc-{service}/\": braces may only form a whole path segment {service} or {pipelineType}, as in \"/collate/hybrid-ingestion/{service}/\"",
+            "secrets.routes[0].provider: unknown provider \"vault\"; configured providers: local, vars",
+            "secrets.default_provider: unknown provider \"cloud\"; configured providers: local, vars",
+        ]
+    );
+}
+
+#[test]
+fn several_stores_need_a_default() {
+    let text = TWO_STORES.replace("  default_provider: local\n", "");
+    let issues = issues_of(parse(&text, &[]));
+    assert_eq!(
+        issues,
+        vec![
+            "secrets.default_provider: missing: with several providers, name the one for references that match no route (local, vars)"
+        ]
+    );
+}
+
+#[test]
+fn provider_and_providers_exclude_each_other() {
+    let text = format!("{MINIMAL}  providers:\n    vars: {{ type: env }}\n");
+    let issues = issues_of(parse(&text, &[]));
+    assert_eq!(
+        issues,
+        vec![
+            "secrets.provider: set either provider (one store) or providers with routes and default_provider (several stores), not both"
+        ]
+    );
 }

@@ -24,7 +24,8 @@ use crate::protocol::{
     RunCancel, RunLog, RunRejected, RunRequest, RunStatus, ServerMessage,
 };
 use crate::redact::{RedactedLine, Redactor};
-use crate::secrets::Resolver;
+use crate::secrets::policy::run_service;
+use crate::secrets::{Resolver, Scope};
 use crate::workflow::{Workflow, WorkflowError};
 
 mod hooks;
@@ -316,6 +317,31 @@ impl Dispatcher {
         }
     }
 
+    /// Returns the identity a run's references are checked and audited
+    /// with. When an allowed prefix depends on the run, `source.serviceName`
+    /// and the first part of the pipeline FQN must name the same service.
+    fn scope(&self, request: &RunRequest, workflow: &Workflow) -> Result<Scope, Rejection> {
+        let service_name = workflow
+            .value()
+            .pointer("/source/serviceName")
+            .and_then(serde_json::Value::as_str);
+        let service = match run_service(service_name, Some(&request.pipeline_fqn)) {
+            Ok(service) => service,
+            Err(reason) if self.resolver.policy().uses_placeholders() => {
+                tracing::warn!(run_id = %request.run_id, %reason, "run rejected: its service is ambiguous");
+                return Err(Rejection::new(RejectCode::InvalidConfig, reason));
+            }
+            // Without scoped prefixes the service only labels audit lines.
+            Err(_) => service_name.map(str::to_string),
+        };
+        Ok(Scope {
+            run_id: Some(request.run_id.clone()),
+            service,
+            pipeline_fqn: Some(request.pipeline_fqn.clone()),
+            pipeline_type: Some(request.pipeline_type.clone()),
+        })
+    }
+
     fn reserve(&self, run_id: &str) -> Result<Arc<ActiveRun>, Rejection> {
         let mut runs = self.lock_runs();
         if runs.contains_key(run_id) {
@@ -373,15 +399,18 @@ impl Dispatcher {
         for literal in &plan.literals {
             self.redactor.register(literal);
         }
+        let scope = self.scope(request, &workflow)?;
         for field in &plan.references {
-            self.resolver.policy().check(&field.reference).map_err(|error| {
-                tracing::warn!(field = %field.path, reference = %field.reference, "secret reference denied by policy");
-                Rejection::new(RejectCode::SecretError, format!("{}: {error}", field.path))
-            })?;
+            self.resolver
+                .authorize(&field.reference, &scope)
+                .await
+                .map_err(|error| {
+                    Rejection::new(RejectCode::SecretError, format!("{}: {error}", field.path))
+                })?;
         }
         let values = self
             .resolver
-            .resolve_all(&plan.distinct())
+            .resolve_all(&plan.distinct(), &scope)
             .await
             .map_err(|error| {
                 let fields: Vec<&str> = plan

@@ -392,7 +392,10 @@ impl TestEnv {
             "runs": runs,
             "pipelines": config.pipelines,
             "exec": { "env": config.env },
-            "secrets": { "provider": config.provider },
+            "secrets": config
+                .secrets_section
+                .clone()
+                .unwrap_or_else(|| json!({ "provider": config.provider })),
             // Relative paths are resolved from runner.yaml's folder; the
             // runner is started from another folder to prove it.
             "state_dir": "state",
@@ -743,6 +746,8 @@ pub struct RunnerConfig {
     pub clear_env: bool,
     /// The `hooks` section of runner.yaml, when set.
     pub hooks: Option<Value>,
+    /// The whole `secrets` section, in place of one written from `provider`.
+    pub secrets_section: Option<Value>,
 }
 
 impl RunnerConfig {
@@ -760,7 +765,14 @@ impl RunnerConfig {
             provider: json!({ "type": "file", "path": "secrets.yaml" }),
             clear_env: false,
             hooks: None,
+            secrets_section: None,
         }
+    }
+
+    /// Sets the whole `secrets` section of runner.yaml as written.
+    pub fn secrets_section(mut self, section: Value) -> Self {
+        self.secrets_section = Some(section);
+        self
     }
 
     /// Loads Lua hooks from `dir`.
