@@ -854,6 +854,7 @@ impl Runner {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Returns the runner's stdout, stderr and secret access audit log.
     pub fn outputs(&self) -> Vec<Output> {
         vec![
             Output::new(
@@ -861,6 +862,12 @@ impl Runner {
                 std::fs::read_to_string(&self.stdout_path).unwrap_or_default(),
             ),
             Output::new(format!("runner {} stderr", self.agent_id), self.log()),
+            // The secret access audit log, in the state folder.
+            Output::new(
+                format!("runner {} audit.jsonl", self.agent_id),
+                std::fs::read_to_string(self.work_dir.with_file_name("audit.jsonl"))
+                    .unwrap_or_default(),
+            ),
         ]
     }
 
