@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -168,10 +168,16 @@ struct Writer {
 }
 
 impl AuditLog {
-    /// Opens (or creates, mode 0600) the log file, creating its folder.
+    /// Opens (or creates, mode 0600) the log file, creating its folder with
+    /// mode 0700 when it is missing.
     pub fn open(settings: AuditSettings) -> io::Result<AuditLog> {
-        if let Some(parent) = settings.path.parent() {
-            std::fs::create_dir_all(parent)?;
+        if let Some(parent) = settings.path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
         }
         let file = open_append(&settings.path)?;
         let size = file.metadata()?.len();
