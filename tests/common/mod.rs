@@ -386,7 +386,7 @@ impl TestEnv {
         if let Some(capacity) = config.capacity {
             runs["capacity"] = json!(capacity);
         }
-        let document = json!({
+        let mut document = json!({
             "agent_id": config.agent_id,
             "control_plane": control,
             "runs": runs,
@@ -399,6 +399,9 @@ impl TestEnv {
             "log": { "level": "debug" },
             "hooks": config.hooks,
         });
+        for (name, value) in &config.sections {
+            document[name] = value.clone();
+        }
         let path = folder.join("runner.yaml");
         std::fs::write(
             &path,
@@ -743,6 +746,8 @@ pub struct RunnerConfig {
     pub clear_env: bool,
     /// The `hooks` section of runner.yaml, when set.
     pub hooks: Option<Value>,
+    /// Further top-level sections of runner.yaml, written as given.
+    pub sections: BTreeMap<String, Value>,
 }
 
 impl RunnerConfig {
@@ -760,6 +765,7 @@ impl RunnerConfig {
             provider: json!({ "type": "file", "path": "secrets.yaml" }),
             clear_env: false,
             hooks: None,
+            sections: BTreeMap::new(),
         }
     }
 
@@ -816,6 +822,12 @@ impl RunnerConfig {
 
     pub fn token_file(mut self, path: &Path) -> Self {
         self.token_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Adds the top-level section `name` to runner.yaml.
+    pub fn section(mut self, name: &str, value: Value) -> Self {
+        self.sections.insert(name.to_string(), value);
         self
     }
 
