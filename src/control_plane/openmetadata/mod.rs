@@ -15,11 +15,14 @@
 //! | `PATCH automations/workflows/{id}` | applies `add`/`replace` on a test connection's response and status |
 //!
 //! The collections are `services/databaseServices`, `databases`,
-//! `databaseSchemas`, `tables` and `services/ingestionPipelines`. Every
-//! request needs `Authorization: Bearer <token>` with one of the runner
-//! tokens, which is the bot JWT the runner also connects with. Requests
-//! outside this subset get 404 and a warning in the control plane's log with
-//! the method, path, query and the top-level keys of the body (never values).
+//! `databaseSchemas`, `tables`, `storedProcedures` and
+//! `services/ingestionPipelines`, which also take `PUT {collection}/bulk`
+//! and `DELETE {collection}/deleteStale`. Every request except `GET
+//! system/version` needs `Authorization: Bearer <token>` with one of the
+//! runner tokens, which is the bot JWT the runner also connects with.
+//! Requests outside this subset get 404 and a warning in the control plane's
+//! log with the method, path, query and the top-level keys of the body
+//! (never values).
 //!
 //! The store keeps what the CLI sends, in memory, with secret field values
 //! masked. The control plane's own API lists it under `/v1/openmetadata/`.
@@ -114,7 +117,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// An error response in the shape the OpenMetadata server uses.
+/// Builds an error response in the shape the OpenMetadata server uses.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = json!({ "code": status.as_u16(), "message": message.into() });
     (status, axum::Json(body)).into_response()
@@ -141,8 +144,8 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.to_string())
         .unwrap_or_default();
-    // The server version is public, as on OpenMetadata servers: the CLI
-    // asks for it before it sends its token.
+    // The server version is public, as on OpenMetadata servers, because the
+    // CLI requests it before it sends its token.
     let public =
         request.method() == Method::GET && request.uri().path() == "/api/v1/system/version";
     if !public && let Err(problem) = auth::check_bearer(request.headers(), &shared.runner_tokens) {
