@@ -7,8 +7,15 @@
 //!
 //! | config kind | fields set |
 //! |---|---|
-//! | ingestion workflow (`workflowConfig`) | `workflowConfig.openMetadataServerConfig.{hostPort, authProvider, securityConfig.jwtToken}`, `pipelineRunId` (the run id, when it is a UUID), `ingestionPipelineFQN` (the request's pipeline FQN) |
-//! | automation workflow (`workflowType` and `request`) | `openMetadataServerConnection.{hostPort, authProvider, securityConfig.jwtToken}` |
+//! | ingestion workflow (`workflowConfig`) | `workflowConfig.openMetadataServerConfig.{hostPort, authProvider, securityConfig.jwtToken, storeServiceConnection}`, `pipelineRunId` (the run id, when it is a UUID), `ingestionPipelineFQN` (the request's pipeline FQN) |
+//! | automation workflow (`workflowType` and `request`) | `openMetadataServerConnection.{hostPort, authProvider, securityConfig.jwtToken, storeServiceConnection}` |
+//!
+//! `storeServiceConnection` is set to `false`. With `true` (the CLI's
+//! default), a workflow that creates its service sends the service
+//! connection to the server with the resolved password in clear text
+//! (`OMetaServiceMixin.get_create_service_from_source` in
+//! openmetadata-ingestion 2.0.7), which would carry the secret out of the
+//! customer's environment.
 
 use serde_json::{Map, Value, json};
 
@@ -105,6 +112,7 @@ pub fn apply(
 fn with_server(mut server: Map<String, Value>, host_port: &str, token: &SecretValue) -> Value {
     server.insert("hostPort".into(), json!(host_port));
     server.insert("authProvider".into(), json!("openmetadata"));
+    server.insert("storeServiceConnection".into(), json!(false));
     let mut security = take_object(&mut server, "securityConfig");
     security.insert("jwtToken".into(), json!(token.expose()));
     server.insert("securityConfig".into(), Value::Object(security));
@@ -151,6 +159,7 @@ mod tests {
         let server = &config["workflowConfig"]["openMetadataServerConfig"];
         assert_eq!(server["hostPort"], "http://127.0.0.1:9/api");
         assert_eq!(server["securityConfig"]["jwtToken"], "jwt-now");
+        assert_eq!(server["storeServiceConnection"], false);
         assert_eq!(config["pipelineRunId"], RUN_ID);
         assert_eq!(config["ingestionPipelineFQN"], "svc.ingest");
     }

@@ -79,7 +79,7 @@ fn openmetadata_bin() -> PathBuf {
         bin.join("metadata").is_file(),
         "the OpenMetadata CLI is not installed at {}: run `bash .ci/openmetadata-e2e` in {} \
          (it creates .venv-om with `pip install -c <(echo 'dbt-core<1.12') \
-         'openmetadata-ingestion[postgres]'`), or set OPENMETADATA_VENV to a venv that has it",
+         'openmetadata-ingestion[postgres]~=2.0.0'`), or set OPENMETADATA_VENV to a venv that has it",
         bin.join("metadata").display(),
         crate_dir().display()
     );
@@ -556,6 +556,20 @@ async fn postgres_ingestion_end_to_end() {
         }
     }
     assert_eq!(tables.len(), expected.len(), "no other tables are stored");
+    // The runner sets storeServiceConnection: false, so the workflow creates
+    // the service without its connection and the password never leaves.
+    let (code, service) = openmetadata_get(
+        &control_plane,
+        &env.token,
+        &format!("services/databaseServices/name/{SERVICE}"),
+    )
+    .await;
+    assert_eq!(code, 200, "GET the service: {service}");
+    assert_eq!(service["serviceType"], "Postgres");
+    assert!(
+        service.get("connection").is_none(),
+        "the service connection was sent: {service}"
+    );
     for schema in SCHEMAS {
         let path = format!("databaseSchemas/name/{database_fqn}.{}", fqn_part(schema));
         let (code, entity) = openmetadata_get(&control_plane, &env.token, &path).await;
