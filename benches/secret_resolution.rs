@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use hybrid_runner::redact::Redactor;
-use hybrid_runner::secrets::aws::AwsProvider;
 use hybrid_runner::secrets::audit::{AuditLog, AuditSettings, Fsync};
+use hybrid_runner::secrets::aws::AwsProvider;
 use hybrid_runner::secrets::{AccessPolicy, Resolver, ResolverSettings, SecretRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,7 +100,11 @@ async fn bench(size: Size) {
         ("audit fsync always", Some(Fsync::Always)),
     ] {
         let resolver = resolver_with(&direct, cache_settings(), audit, audit_dir.path());
-        let lookups = if audit == Some(Fsync::Always) { 200 } else { 10_000 };
+        let lookups = if audit == Some(Fsync::Always) {
+            200
+        } else {
+            10_000
+        };
         println!(
             "cached lookup, {label:<21} {:>9.2} us",
             cached_lookup_micros(&resolver, lookups).await

@@ -166,6 +166,12 @@ fn check_environment(config: &Config) -> (Vec<String>, Vec<String>) {
     if let Err(error) = config.control_plane.token.read() {
         errors.push(error.to_string());
     }
+    if let Some(settings) = &config.openmetadata
+        && settings.jwt_token.is_some()
+        && let Err(error) = crate::openmetadata::read_token(settings, &config.control_plane.token)
+    {
+        errors.push(error.to_string());
+    }
     if let Some(ca_file) = &config.control_plane.ca_file
         && let Err(error) = crate::tls::read_certificates(ca_file)
     {

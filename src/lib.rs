@@ -15,6 +15,7 @@
 //! - [`secrets`]: references, access policy, providers, resolution.
 //! - [`workflow`]: OpenMetadata workflow config parsing and validation.
 //! - [`exec`]: runs one workflow as a local process.
+//! - [`openmetadata`]: sets the runner's OpenMetadata server and bot token in workflow configs.
 //! - [`hooks`]: the Lua hook engine: sandboxed states, the runner API, hot reload.
 //! - [`redact`]: the streaming redactor that every outgoing byte passes through.
 //! - [`control_plane`]: the reference control plane for development and tests.
@@ -32,6 +33,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod hooks;
 pub mod logging;
+pub mod openmetadata;
 pub mod protocol;
 pub mod quickstart;
 pub mod redact;

@@ -118,10 +118,13 @@ fn scoped_runner(env: &TestEnv, control_plane: &ControlPlane) -> Runner {
             "/collate/hybrid-ingestion/pg_finance/password",
             FINANCE_PASSWORD,
         )
-        .secrets_section(json!({
-            "allowed_prefixes": [SCOPED_PREFIX],
-            "provider": { "type": "file", "path": "secrets.yaml" },
-        }));
+        .section(
+            "secrets",
+            json!({
+                "allowed_prefixes": [SCOPED_PREFIX],
+                "provider": { "type": "file", "path": "secrets.yaml" },
+            }),
+        );
     env.start_runner(control_plane, config)
 }
 
@@ -283,11 +286,14 @@ async fn audit_records_cache_and_not_found() {
             "/collate/hybrid-ingestion/pg_sales/password",
             SALES_PASSWORD,
         )
-        .secrets_section(json!({
-            "cache_ttl": "1h",
-            "provider": { "type": "file", "path": "secrets.yaml" },
-            "audit": { "fsync": "never" },
-        }));
+        .section(
+            "secrets",
+            json!({
+                "cache_ttl": "1h",
+                "provider": { "type": "file", "path": "secrets.yaml" },
+                "audit": { "fsync": "never" },
+            }),
+        );
     let runner = env.start_runner(&control_plane, config);
     control_plane.wait_connected(&runner).await;
 
@@ -397,13 +403,16 @@ end
         .pipeline("metadata", RAN)
         .hooks(&hooks)
         .process_env("SALES_DB_PASSWORD", SALES_PASSWORD)
-        .secrets_section(json!({
-            "providers": {
-                "files": { "type": "file", "path": "secrets.yaml" },
-                "vars": { "type": "env" },
-            },
-            "default_provider": "files",
-        }));
+        .section(
+            "secrets",
+            json!({
+                "providers": {
+                    "files": { "type": "file", "path": "secrets.yaml" },
+                    "vars": { "type": "env" },
+                },
+                "default_provider": "files",
+            }),
+        );
     let runner = env.start_runner(&control_plane, config);
     control_plane.wait_connected(&runner).await;
 
@@ -470,20 +479,23 @@ mod routing {
             .process_env("AWS_ACCESS_KEY_ID", "test")
             .process_env("AWS_SECRET_ACCESS_KEY", "test")
             .process_env("AWS_EC2_METADATA_DISABLED", "true")
-            .secrets_section(json!({
-                "providers": {
-                    "cloud": {
-                        "type": "aws",
-                        "region": "us-east-1",
-                        "endpoint_url": moto.url(),
+            .section(
+                "secrets",
+                json!({
+                    "providers": {
+                        "cloud": {
+                            "type": "aws",
+                            "region": "us-east-1",
+                            "endpoint_url": moto.url(),
+                        },
+                        "local": { "type": "file", "path": "secrets.yaml" },
                     },
-                    "local": { "type": "file", "path": "secrets.yaml" },
-                },
-                "routes": [
-                    { "prefix": "/collate/hybrid-ingestion/cloud/", "provider": "cloud" },
-                ],
-                "default_provider": "local",
-            }));
+                    "routes": [
+                        { "prefix": "/collate/hybrid-ingestion/cloud/", "provider": "cloud" },
+                    ],
+                    "default_provider": "local",
+                }),
+            );
         let runner = env.start_runner(&control_plane, config);
         control_plane.wait_connected(&runner).await;
 

@@ -5,6 +5,7 @@
 //! `docs/configuration.md` documents every key.
 
 mod expand;
+mod openmetadata;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+pub use openmetadata::OpenMetadataConfig;
 pub use reader::ConfigIssue;
 use reader::{Issues, Section};
 
@@ -80,6 +82,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Lua hooks; `None` when runner.yaml has no `hooks` section.
     pub hooks: Option<HooksConfig>,
+    /// OpenMetadata server set in every workflow config; `None` leaves configs as sent.
+    pub openmetadata: Option<OpenMetadataConfig>,
 }
 
 /// The `hooks` section: where the Lua scripts are and their limits.
@@ -418,6 +422,7 @@ fn read_config(
         .unwrap_or_else(|| state_dir.join("runs"));
     let log = read_log(root.section("log", issues), issues);
     let hooks = read_hooks(root.section("hooks", issues), issues);
+    let openmetadata = openmetadata::read(root.section("openmetadata", issues), issues);
     root.finish(issues);
 
     Some(Config {
@@ -432,6 +437,7 @@ fn read_config(
         work_dir,
         log,
         hooks,
+        openmetadata,
     })
 }
 
@@ -580,6 +586,27 @@ fn check_url(url: &str, path: &str, issues: &mut Issues) {
         _ => issues.push(
             path,
             format!("invalid URL {url:?}; expected wss://HOST[:PORT]/PATH"),
+        ),
+    }
+}
+
+/// Accepts `https://` URLs, and `http://` only for loopback hosts (development).
+fn check_http_url(url: &str, path: &str, issues: &mut Issues) {
+    let Ok(uri) = url.parse::<tokio_tungstenite::tungstenite::http::Uri>() else {
+        issues.push(path, format!("invalid URL {url:?}"));
+        return;
+    };
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => {}
+        Some("http") if is_loopback(host) => {}
+        Some("http") => issues.push(
+            path,
+            format!("plain http:// is allowed only for loopback hosts, not {host:?}; use https://"),
+        ),
+        _ => issues.push(
+            path,
+            format!("invalid URL {url:?}; expected https://HOST[:PORT]/api"),
         ),
     }
 }

@@ -267,3 +267,51 @@ fn provider_and_providers_exclude_each_other() {
         ]
     );
 }
+
+#[test]
+fn openmetadata_section_read() {
+    assert!(parse(MINIMAL, &[]).unwrap().openmetadata.is_none());
+
+    let text = format!(
+        "{MINIMAL}openmetadata:\n  host_port: https://metadata.example.com/api\n  jwt_token_file: bot.jwt\n"
+    );
+    let settings = parse(&text, &[]).unwrap().openmetadata.unwrap();
+    assert_eq!(settings.host_port, "https://metadata.example.com/api");
+    assert_eq!(
+        settings.jwt_token,
+        Some(TokenSource::File("/etc/hr/bot.jwt".into()))
+    );
+
+    let text = format!("{MINIMAL}openmetadata:\n  host_port: http://127.0.0.1:8585/api\n");
+    let settings = parse(&text, &[]).unwrap().openmetadata.unwrap();
+    assert_eq!(settings.jwt_token, None, "the control plane token is used");
+}
+
+#[test]
+fn openmetadata_section_invalid() {
+    let text = format!(
+        "{MINIMAL}openmetadata:\n  host_port: http://metadata.example.com/api\n  jwt_token_file: a\n  jwt_token_env: B\n  extra: 1\n"
+    );
+    let issues = issues_of(parse(&text, &[]));
+    let expected = [
+        "openmetadata.host_port: plain http:// is allowed only for loopback hosts",
+        "openmetadata.jwt_token_file: set either jwt_token_file or jwt_token_env",
+        "openmetadata.extra",
+    ];
+    for prefix in expected {
+        assert!(
+            issues.iter().any(|issue| issue.starts_with(prefix)),
+            "no issue starting with {prefix:?} in {issues:?}"
+        );
+    }
+    let missing = issues_of(parse(
+        &format!("{MINIMAL}openmetadata:\n  jwt_token_env: B\n"),
+        &[],
+    ));
+    assert!(
+        missing
+            .iter()
+            .any(|issue| issue.starts_with("openmetadata.host_port")),
+        "{missing:?}"
+    );
+}

@@ -424,7 +424,8 @@ impl Dispatcher {
                     format!("{}: {error}", fields.join(", ")),
                 )
             })?;
-        let resolved = workflow.resolved(&plan, &|reference| values.get(reference).cloned());
+        let mut resolved = workflow.resolved(&plan, &|reference| values.get(reference).cloned());
+        self.point_at_openmetadata(request, &mut resolved)?;
 
         let timeout = match request.timeout_seconds {
             Some(0) | None => self.config.runs.default_timeout,
@@ -436,6 +437,33 @@ impl Dispatcher {
             timeout,
             hook_env,
         })
+    }
+
+    /// Sets the OpenMetadata server of runner.yaml and the bot token read
+    /// now in the resolved config. The token is registered with the redactor
+    /// before it is written anywhere.
+    fn point_at_openmetadata(
+        &self,
+        request: &RunRequest,
+        config: &mut serde_json::Value,
+    ) -> Result<(), Rejection> {
+        let Some(settings) = &self.config.openmetadata else {
+            return Ok(());
+        };
+        let token = crate::openmetadata::read_token(settings, &self.config.control_plane.token)
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot read the OpenMetadata bot token");
+                Rejection::new(RejectCode::SecretError, error.to_string())
+            })?;
+        self.redactor.register(token.expose());
+        crate::openmetadata::apply(
+            config,
+            &settings.host_port,
+            &token,
+            &request.run_id,
+            &request.pipeline_fqn,
+        );
+        Ok(())
     }
 
     async fn execute(&self, prepared: PreparedRun) {

@@ -386,22 +386,22 @@ impl TestEnv {
         if let Some(capacity) = config.capacity {
             runs["capacity"] = json!(capacity);
         }
-        let document = json!({
+        let mut document = json!({
             "agent_id": config.agent_id,
             "control_plane": control,
             "runs": runs,
             "pipelines": config.pipelines,
             "exec": { "env": config.env },
-            "secrets": config
-                .secrets_section
-                .clone()
-                .unwrap_or_else(|| json!({ "provider": config.provider })),
+            "secrets": { "provider": config.provider },
             // Relative paths are resolved from runner.yaml's folder; the
             // runner is started from another folder to prove it.
             "state_dir": "state",
             "log": { "level": "debug" },
             "hooks": config.hooks,
         });
+        for (name, value) in &config.sections {
+            document[name] = value.clone();
+        }
         let path = folder.join("runner.yaml");
         std::fs::write(
             &path,
@@ -746,8 +746,8 @@ pub struct RunnerConfig {
     pub clear_env: bool,
     /// The `hooks` section of runner.yaml, when set.
     pub hooks: Option<Value>,
-    /// The whole `secrets` section, in place of one written from `provider`.
-    pub secrets_section: Option<Value>,
+    /// Further top-level sections of runner.yaml, written as given.
+    pub sections: BTreeMap<String, Value>,
 }
 
 impl RunnerConfig {
@@ -765,14 +765,8 @@ impl RunnerConfig {
             provider: json!({ "type": "file", "path": "secrets.yaml" }),
             clear_env: false,
             hooks: None,
-            secrets_section: None,
+            sections: BTreeMap::new(),
         }
-    }
-
-    /// Sets the whole `secrets` section of runner.yaml as written.
-    pub fn secrets_section(mut self, section: Value) -> Self {
-        self.secrets_section = Some(section);
-        self
     }
 
     /// Loads Lua hooks from `dir`.
@@ -828,6 +822,13 @@ impl RunnerConfig {
 
     pub fn token_file(mut self, path: &Path) -> Self {
         self.token_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Adds the top-level section `name` to runner.yaml, in place of the one
+    /// the harness writes, if any.
+    pub fn section(mut self, name: &str, value: Value) -> Self {
+        self.sections.insert(name.to_string(), value);
         self
     }
 
