@@ -16,6 +16,7 @@
 //! - [`workflow`]: OpenMetadata workflow config parsing and validation.
 //! - [`exec`]: runs one workflow as a local process.
 //! - [`hooks`]: the Lua hook engine: sandboxed states, the runner API, hot reload.
+//! - [`prechecks`]: scheduled checks of the runner's surroundings that can gate runs.
 //! - [`redact`]: the streaming redactor that every outgoing byte passes through.
 //! - [`control_plane`]: the reference control plane for development and tests.
 //! - [`quickstart`]: the one-command demo.
@@ -32,6 +33,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod hooks;
 pub mod logging;
+pub mod prechecks;
 pub mod protocol;
 pub mod quickstart;
 pub mod redact;

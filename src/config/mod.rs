@@ -5,6 +5,7 @@
 //! `docs/configuration.md` documents every key.
 
 mod expand;
+mod prechecks;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+pub use prechecks::PrechecksConfig;
 pub use reader::ConfigIssue;
 use reader::{Issues, Section};
 
@@ -80,6 +82,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Lua hooks; `None` when runner.yaml has no `hooks` section.
     pub hooks: Option<HooksConfig>,
+    /// Scheduled pre-checks (`prechecks`, `prechecks_timezone`).
+    pub prechecks: PrechecksConfig,
 }
 
 /// The `hooks` section: where the Lua scripts are and their limits.
@@ -390,7 +394,17 @@ fn read_config(
         .path("work_dir", issues)
         .unwrap_or_else(|| state_dir.join("runs"));
     let log = read_log(root.section("log", issues), issues);
-    let hooks = read_hooks(root.section("hooks", issues), issues);
+    let mut hooks = read_hooks(root.section("hooks", issues), issues);
+    let prechecks = prechecks::read_prechecks(&mut root, issues);
+    if let Some(hooks) = hooks.as_mut() {
+        hooks.limits.work_dir = Some(work_dir.clone());
+        hooks.limits.declared_checks = prechecks.declared_checks();
+    } else if !prechecks.checks.is_empty() {
+        issues.push(
+            "prechecks",
+            "pre-checks call hook functions; add a hooks section with the folder of the scripts",
+        );
+    }
     root.finish(issues);
 
     Some(Config {
@@ -405,6 +419,7 @@ fn read_config(
         work_dir,
         log,
         hooks,
+        prechecks,
     })
 }
 
@@ -442,6 +457,8 @@ fn read_hooks(mut section: Section, issues: &mut Issues) -> Option<HooksConfig> 
             events: None,
             secrets: None,
             redactor: None,
+            declared_checks: Vec::new(),
+            work_dir: None,
         },
         debounce,
     })

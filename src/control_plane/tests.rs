@@ -148,6 +148,7 @@ impl TestRunner {
             active_runs: vec![],
             draining,
             hooks: None,
+            prechecks: None,
         };
         self.send(&beat, None).await;
     }
