@@ -332,7 +332,7 @@ fn instance_id(state_dir: &std::path::Path, keep: bool) -> Result<String, AgentE
     Ok(id)
 }
 
-fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {
+pub(crate) fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -627,6 +627,11 @@ pub fn precheck_run(args: PrecheckRunArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // Checks of the work directory see it as the agent creates it.
+    if let Err(error) = crate::agent::create_private_dir(&config.work_dir) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
     crate::logging::init("warn", false, Arc::clone(&redactor));
     let runtime = match tokio::runtime::Builder::new_current_thread()

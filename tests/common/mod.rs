@@ -398,6 +398,7 @@ impl TestEnv {
             "state_dir": "state",
             "log": { "level": "debug" },
             "hooks": config.hooks,
+            "prechecks": config.prechecks,
         });
         let path = folder.join("runner.yaml");
         std::fs::write(
@@ -743,6 +744,8 @@ pub struct RunnerConfig {
     pub clear_env: bool,
     /// The `hooks` section of runner.yaml, when set.
     pub hooks: Option<Value>,
+    /// The `prechecks` list of runner.yaml, when set.
+    pub prechecks: Option<Value>,
 }
 
 impl RunnerConfig {
@@ -760,7 +763,14 @@ impl RunnerConfig {
             provider: json!({ "type": "file", "path": "secrets.yaml" }),
             clear_env: false,
             hooks: None,
+            prechecks: None,
         }
+    }
+
+    /// Sets the `prechecks` list of runner.yaml.
+    pub fn prechecks(mut self, checks: Value) -> Self {
+        self.prechecks = Some(checks);
+        self
     }
 
     /// Loads Lua hooks from `dir`.
