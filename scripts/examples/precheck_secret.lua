@@ -1,16 +1,13 @@
 -- Pre-check: a secret that runs need can be read through the runner's secrets
--- provider and policy. The value is never returned or logged; a failure reports
--- only the provider's error, which names the reference.
+-- provider and policy. The value is dropped, never returned or logged. A
+-- failed lookup raises an error that names the reference, and the runner
+-- reports it as the check's failure message.
 
 local NAME = "database_password_readable"
 local SCHEDULE = "0 * * * *"
 local REFERENCE = "secret:/collate/hybrid-ingestion/mysql/password"
 
 runner.schedule(NAME, SCHEDULE, function()
-  -- On success pcall also returns the value, which is dropped here.
-  local readable, lookup_error = pcall(runner.secrets.get, REFERENCE)
-  if not readable then
-    return false, tostring(lookup_error)
-  end
+  runner.secrets.get(REFERENCE)
   return true, REFERENCE .. " is readable"
 end, { timeout = 30, gate = true })
