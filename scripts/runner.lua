@@ -187,14 +187,14 @@ runner.fs = {}
 ---@type string
 runner.fs.work_dir = ""
 
----Space of the file system that holds a folder.
+---Space of the file system that contains a folder.
 ---@class hybrid.FreeSpace
 ---@field total_bytes integer size of the file system
 ---@field free_bytes integer unused bytes, including those reserved for root
 ---@field available_bytes integer bytes an unprivileged process may still write
 ---@field available_percent number available_bytes as a percentage of total_bytes
 
----Reads the free space of the file system that holds `path`. Raises an error
+---Reads the free space of the file system that contains `path`. Raises an error
 ---unless `path` is an absolute path of an existing folder without `..`.
 ---@param path string
 ---@return hybrid.FreeSpace

@@ -83,8 +83,8 @@ enum PrecheckCommand {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run one pre-check now and print its result; exits 0 when it passes, 1
-    /// when it fails and 64 for an unknown name or invalid config.
+    /// Run one pre-check now and print its result. Exits 0 when it passes, 1
+    /// when it fails, and 64 for an unknown name or invalid config.
     Run(commands::PrecheckRunArgs),
 }
 

@@ -429,7 +429,8 @@ fn precheck_run_secret_example() {
         stdout.contains("pre-check database_password_readable passed"),
         "stdout: {stdout}"
     );
-    assert!(!stdout.contains(VALUE) && !stderr.contains(VALUE));
+    assert!(!stdout.contains(VALUE), "stdout: {stdout}");
+    assert!(!stderr.contains(VALUE), "stderr: {stderr}");
 
     let missing = env.write_runner_config(
         UNUSED_URL,

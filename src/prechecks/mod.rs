@@ -39,11 +39,11 @@ pub const HISTORY_LEN: usize = 20;
 /// Time limit of one call when the check sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest a scheduler task sleeps before it reads the clock again, so a jump
+/// Maximum time a scheduler task sleeps before it reads the clock again, so a jump
 /// of the system clock delays a tick by at most this much.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
-/// Longest message kept from a check, in characters.
+/// Maximum length of a check's message, in characters; longer ones are cut.
 const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// The runs a gating check applies to. An empty list matches every value; a run
@@ -69,7 +69,7 @@ impl Gates {
     }
 }
 
-/// Where a check was declared.
+/// Origin of a check: runner.yaml or a hook script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// runner.yaml; calls the named global function of the generation serving.

@@ -45,7 +45,7 @@ enum Kind {
 pub struct ScheduleError {
     /// The expression as written.
     pub expression: String,
-    /// What is wrong and the accepted forms.
+    /// Reason the expression is invalid, with the accepted forms.
     pub reason: String,
 }
 

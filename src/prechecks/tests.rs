@@ -73,12 +73,14 @@ fn fixture(script: &str, yaml_checks: Vec<PrecheckSpec>) -> Fixture {
             Source::Lua { .. } => None,
         })
         .collect();
+
     let limits = HookLimits {
         declared_checks,
         time_limit: Duration::from_secs(60),
         ..HookLimits::default()
     };
     let hooks = Arc::new(HookSet::load(&dir, limits).unwrap());
+
     let clock = TestClock::new();
     let sent = Arc::new(Mutex::new(Vec::new()));
     let sink_sent = Arc::clone(&sent);

@@ -11,7 +11,7 @@ use super::{error_at, sub_table};
 ///
 /// `free_space` takes an absolute path of an existing directory without `..`
 /// and returns `{ total_bytes, free_bytes, available_bytes, available_percent }`
-/// for the file system that holds it. `available_bytes` is what an
+/// for the file system that contains it. `available_bytes` is what an
 /// unprivileged process may still write. It reads only file system totals, never
 /// names or contents.
 pub(crate) fn register_fs(
