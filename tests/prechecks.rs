@@ -1,7 +1,8 @@
 //! Scheduled pre-checks through the real runner and CLI: real-time
 //! scheduling, skipped overlaps, gating of runs, results at the reference
 //! control plane, reloads of Lua-registered checks, the example checks in
-//! `scripts/examples`, and load errors for invalid schedules.
+//! `scripts/examples`, load errors for invalid schedules, and the quickstart's
+//! passing and failing checks.
 
 mod common;
 
@@ -487,6 +488,25 @@ fn precheck_run_disk_example() {
     let work_dir = config.parent().unwrap().join("state/runs");
     assert!(
         stdout.contains(&work_dir.display().to_string()),
+        "stdout: {stdout}"
+    );
+}
+
+#[test]
+fn quickstart_shows_passing_and_failing_checks() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let (code, stdout, stderr) = cli(&["quickstart", "--examples", examples.to_str().unwrap()]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("demo_database_reachable: passed"),
+        "stdout: {stdout}"
+    );
+    assert!(
+        stdout.contains("warehouse_password_readable: failed"),
+        "stdout: {stdout}"
+    );
+    assert!(
+        stdout.contains("runner status: degraded; failing: warehouse_password_readable"),
         "stdout: {stdout}"
     );
 }

@@ -48,23 +48,24 @@ pub(super) fn read_prechecks(root: &mut Section, issues: &mut Issues) -> Prechec
     match root.raw("prechecks") {
         None => {}
         Some(Value::Sequence(items)) => {
+            // Names of every entry so far, valid or not, so a duplicate of an
+            // invalid entry is reported too.
+            let mut names: Vec<&str> = Vec::new();
             for (index, item) in items.iter().enumerate() {
                 let item_path = format!("{path}[{index}]");
-                let section = Section::new(Some(item), &item_path, root.base_dir(), issues);
-                let Some(check) = read_check(section, issues) else {
-                    continue;
-                };
-                if checks.iter().any(|other| other.name == check.name) {
-                    issues.push(
-                        &format!("{item_path}.name"),
-                        format!(
-                            "duplicate pre-check name {:?}; names must be unique",
-                            check.name
-                        ),
-                    );
-                    continue;
+                if let Some(name) = item.get("name").and_then(Value::as_str) {
+                    if names.contains(&name) {
+                        issues.push(
+                            &format!("{item_path}.name"),
+                            format!("duplicate pre-check name {name:?}; names must be unique"),
+                        );
+                    }
+                    names.push(name);
                 }
-                checks.push(check);
+                let section = Section::new(Some(item), &item_path, root.base_dir(), issues);
+                if let Some(check) = read_check(section, issues) {
+                    checks.push(check);
+                }
             }
         }
         Some(other) => issues.push(

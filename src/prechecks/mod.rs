@@ -385,10 +385,10 @@ impl Prechecks {
     }
 
     /// Runs check `name` once now, records the result and returns it. Returns
-    /// `None` when no check has that name.
+    /// `None` when no check has that name or its hook generation was replaced.
     pub async fn run_now(&self, name: &str) -> Option<PrecheckResult> {
         let spec = self.lock().get(name)?.status.spec.clone();
-        let result = self.execute(&spec).await;
+        let result = self.execute(&spec).await?;
         self.record(&spec, result.clone());
         Some(result)
     }
@@ -475,12 +475,16 @@ impl Prechecks {
             if let Some(state) = prechecks.lock().get_mut(&spec.name) {
                 state.running = false;
             }
-            prechecks.record(&spec, result);
+            if let Some(result) = result {
+                prechecks.record(&spec, result);
+            }
         });
     }
 
     /// Calls the check's function and turns what it returns into a result.
-    async fn execute(&self, spec: &PrecheckSpec) -> PrecheckResult {
+    /// Returns `None` for a check of a hook generation that no longer serves,
+    /// which [`Prechecks::sync_hooks`] is about to remove.
+    async fn execute(&self, spec: &PrecheckSpec) -> Option<PrecheckResult> {
         let time = (self.clock)().timestamp_millis();
         let started = Instant::now();
         let (ok, message) = match &self.hooks {
@@ -492,7 +496,10 @@ impl Prechecks {
                 let engine = hooks.current();
                 let function = match &spec.source {
                     Source::Yaml { function } => CheckFunction::Global(function.clone()),
-                    Source::Lua { .. } => CheckFunction::Registered,
+                    Source::Lua { generation } if *generation == engine.generation() => {
+                        CheckFunction::Registered
+                    }
+                    Source::Lua { .. } => return None,
                 };
                 // The hook budget enforces the timeout; this bound covers a
                 // call stuck outside Lua.
@@ -510,14 +517,14 @@ impl Prechecks {
                 }
             }
         };
-        PrecheckResult {
+        Some(PrecheckResult {
             name: spec.name.clone(),
             ok,
             message: truncate(&message),
             duration_ms: started.elapsed().as_millis() as u64,
             time,
             gate: spec.gate,
-        }
+        })
     }
 
     /// Logs and keeps a result and hands it to the sink.
