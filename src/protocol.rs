@@ -530,6 +530,42 @@ mod tests {
     }
 
     #[test]
+    fn precheck_result_round_trip() {
+        let result = PrecheckResult {
+            name: "database".into(),
+            ok: false,
+            message: "connection refused".into(),
+            duration_ms: 12,
+            time: 1_700_000_000_000,
+            gate: true,
+        };
+        let text = Envelope::new(&result, Some(7)).encode();
+        let envelope = Envelope::decode(&text).unwrap();
+        assert_eq!(envelope.kind, "precheck.result");
+        assert_eq!(envelope.payload["durationMs"], 12);
+        assert_eq!(
+            RunnerMessage::from_envelope(&envelope).unwrap(),
+            RunnerMessage::PrecheckResult(result)
+        );
+    }
+
+    #[test]
+    fn heartbeat_without_prechecks_decodes() {
+        let envelope = Envelope::decode(
+            r#"{"v":1,"type":"heartbeat","id":"x","ts":0,
+                "payload":{"capacity":2,"activeRuns":[],"draining":false}}"#,
+        )
+        .unwrap();
+        let RunnerMessage::Heartbeat(beat) = RunnerMessage::from_envelope(&envelope).unwrap()
+        else {
+            panic!("expected a heartbeat");
+        };
+        assert_eq!(beat.prechecks, None);
+        let encoded = serde_json::to_value(&beat).unwrap();
+        assert!(encoded.get("prechecks").is_none(), "{encoded}");
+    }
+
+    #[test]
     fn pipeline_state_wire_names() {
         let json = serde_json::to_string(&PipelineState::PartialSuccess).unwrap();
         assert_eq!(json, "\"partialSuccess\"");
