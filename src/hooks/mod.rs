@@ -31,7 +31,7 @@
 //! JSON values cross into Lua with `null` mapped to `nil`; `runner.json.null` is the
 //! value that encodes back to JSON `null`.
 
-pub(crate) mod api;
+mod api;
 mod budget;
 mod engine;
 mod error;

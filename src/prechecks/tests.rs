@@ -178,6 +178,28 @@ async fn clock_jump_runs_missed_tick_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn interval_survives_clock_going_back() {
+    let f = fixture(
+        "function ping() return true end",
+        vec![yaml_check("ping", "@every 10s", "ping", false)],
+    );
+    f.prechecks.start();
+    advance(11).await;
+    assert_eq!(status(&f.prechecks, "ping").runs, 1);
+
+    // The clock goes back an hour: the interval counts from the new time
+    // instead of waiting for the old time to come round again.
+    f.clock.jump(chrono::Duration::hours(-1));
+    advance(18).await;
+    assert_eq!(status(&f.prechecks, "ping").runs, 1);
+    advance(2).await;
+    assert_eq!(status(&f.prechecks, "ping").runs, 2);
+    advance(10).await;
+    assert_eq!(status(&f.prechecks, "ping").runs, 3);
+    f.prechecks.stop();
+}
+
+#[tokio::test(start_paused = true)]
 async fn cron_after_jump_runs_once() {
     let f = fixture(
         "function ping() return true end",
