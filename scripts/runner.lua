@@ -183,6 +183,44 @@ runner.secrets = {}
 ---@return string value
 function runner.secrets.get(reference) end
 
+runner.fs = {}
+
+---The runner's work directory (`work_dir` of runner.yaml), an absolute path.
+---@type string
+runner.fs.work_dir = ""
+
+---Space of the file system that contains a folder.
+---@class hybrid.FreeSpace
+---@field total_bytes integer size of the file system
+---@field free_bytes integer unused bytes, including those reserved for root
+---@field available_bytes integer bytes an unprivileged process may still write
+---@field available_percent number available_bytes as a percentage of total_bytes
+
+---Reads the free space of the file system that contains `path`. Raises an error
+---unless `path` is an absolute path of an existing folder without `..`.
+---@param path string
+---@return hybrid.FreeSpace
+function runner.fs.free_space(path) end
+
+---Options of `runner.schedule`. Every field is optional.
+---@class hybrid.ScheduleOptions
+---@field timeout? number|string time limit of one call in seconds, or a duration such as "30s"; default 30s
+---@field gate? boolean reject new runs while the last result is a failure; default false
+---@field gates? { pipeline_types?: string[], services?: string[] } runs a gating check applies to; all by default
+
+---Registers a pre-check that runs `check` on `schedule`. Only the top-level
+---code of a script may call it. `schedule` is a cron expression with 5, 6 or
+---7 fields, a shorthand such as "@daily", or an interval such as "@every 30s".
+---`check` receives `{ name = name }` and returns `true`/`false` (optionally
+---followed by a message) or `{ ok = boolean, message = string }`; an error
+---counts as a failure with the error as message. A reload of the hooks drops
+---the checks of the old scripts.
+---@param name string unique name: letters, digits, '_', '.' or '-'
+---@param schedule string
+---@param check fun(info: { name: string }): (boolean|{ ok: boolean, message?: string }), string?
+---@param options? hybrid.ScheduleOptions
+function runner.schedule(name, schedule, check, options) end
+
 ---Called after a run request passed the runner's checks and before any secret
 ---is resolved. Returns nil to let the run go on unchanged.
 ---@param run hybrid.Run

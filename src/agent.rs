@@ -96,7 +96,11 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     if let Some(hooks) = &hooks {
         dispatcher = dispatcher.with_hooks(Arc::clone(hooks));
     }
-    let dispatcher = Arc::new(dispatcher);
+    let prechecks = Arc::new(
+        prechecks_service(&config, hooks.clone(), Arc::clone(&outbox))
+            .with_changed(dispatcher.status_changed()),
+    );
+    let dispatcher = Arc::new(dispatcher.with_prechecks(Arc::clone(&prechecks)));
     dispatcher.recover(leftovers);
 
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
@@ -141,10 +145,12 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         ));
     }
     let session_task = tokio::spawn(session.run(session_stop.clone()));
+    prechecks.start();
     let dispatch_task = tokio::spawn(Arc::clone(&dispatcher).serve(inbound_rx));
 
     wait_for_shutdown(&dispatcher).await?;
 
+    prechecks.stop();
     flush_outbox(&outbox).await;
     session_stop.cancel();
     let _ = session_task.await;
@@ -208,6 +214,23 @@ pub(crate) fn secret_lookup(resolver: Arc<crate::secrets::Resolver>) -> crate::h
                 .map_err(|error| error.to_string())
         })
     }))
+}
+
+/// Creates the pre-checks of runner.yaml; their results go to the control
+/// plane through the outbox.
+pub(crate) fn prechecks_service(
+    config: &Config,
+    hooks: Option<Arc<crate::hooks::HookSet>>,
+    outbox: Arc<Outbox>,
+) -> crate::prechecks::Prechecks {
+    crate::prechecks::Prechecks::new(
+        config.prechecks.checks.clone(),
+        config.prechecks.zone,
+        hooks,
+        Arc::new(move |result| {
+            outbox.push(result);
+        }),
+    )
 }
 
 /// Returns a sink that sends hook events to the control plane through the
@@ -309,7 +332,7 @@ fn instance_id(state_dir: &std::path::Path, keep: bool) -> Result<String, AgentE
     Ok(id)
 }
 
-fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {
+pub(crate) fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

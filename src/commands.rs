@@ -68,6 +68,16 @@ pub struct AuditTailArgs {
     pub json: bool,
 }
 
+/// Arguments of `hybrid-runner precheck run`.
+#[derive(Debug, clap::Args)]
+pub struct PrecheckRunArgs {
+    /// Name of the pre-check, as shown by `precheck list`.
+    pub name: String,
+    /// Path of runner.yaml.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
 /// Arguments of `hybrid-runner hooks test`.
 #[derive(Debug, clap::Args)]
 pub struct HooksTestArgs {
@@ -609,4 +619,171 @@ fn install_panic_hook(redactor: Arc<Redactor>) {
         let message = info.to_string();
         eprintln!("{}", redactor.redact(&message));
     }));
+}
+
+/// `hybrid-runner precheck list`: prints every pre-check of runner.yaml and
+/// of the hook scripts with its schedule and next run.
+pub fn precheck_list(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let hooks = match crate::agent::load_hooks(&config, crate::agent::HookServices::default()) {
+        Ok(hooks) => hooks,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let prechecks = crate::prechecks::Prechecks::new(
+        config.prechecks.checks.clone(),
+        config.prechecks.zone,
+        hooks,
+        Arc::new(|_| {}),
+    );
+    prechecks.sync_hooks();
+    let checks = prechecks.list();
+    if checks.is_empty() {
+        println!("no pre-checks are configured");
+        return ExitCode::SUCCESS;
+    }
+    let zone = prechecks.zone();
+    let rows: Vec<[String; 5]> = checks
+        .iter()
+        .map(|check| {
+            let next = prechecks
+                .next_run(&check.spec)
+                .map(|time| {
+                    time.with_timezone(&zone)
+                        .format("%Y-%m-%d %H:%M:%S %Z")
+                        .to_string()
+                })
+                .unwrap_or_else(|| "never".into());
+            [
+                check.spec.name.clone(),
+                check.spec.schedule.to_string(),
+                next,
+                if check.spec.gate { "yes" } else { "no" }.into(),
+                check.spec.source.kind().into(),
+            ]
+        })
+        .collect();
+    print_table(["NAME", "SCHEDULE", "NEXT RUN", "GATE", "SOURCE"], &rows);
+    ExitCode::SUCCESS
+}
+
+fn print_table(header: [&str; 5], rows: &[[String; 5]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}
+
+/// `hybrid-runner precheck run`: runs one pre-check now, with the secrets
+/// provider and hooks of runner.yaml, and prints the result. Exits 0 when it
+/// passes, 1 when it fails and 64 for an unknown name or invalid config.
+pub fn precheck_run(args: PrecheckRunArgs) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // Checks of the work directory see it as the agent creates it.
+    if let Err(error) = crate::agent::create_private_dir(&config.work_dir) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
+    let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
+    crate::logging::init("warn", false, Arc::clone(&redactor));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let resolver = match crate::secrets::resolver_from_config(
+            &config.secrets,
+            Arc::clone(&redactor),
+        )
+        .await
+        {
+            Ok(resolver) => Arc::new(resolver),
+            Err(error) => {
+                eprintln!("error: cannot set up the secrets provider: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Events a check sends are printed instead of going to a control plane.
+        let services = crate::agent::HookServices {
+            events: Some(crate::hooks::EventSink(Arc::new(|kind, payload| {
+                eprintln!("event {kind}: {payload}");
+            }))),
+            secrets: Some(crate::agent::secret_lookup(Arc::clone(&resolver))),
+            redactor: Some(crate::hooks::HookRedactor(Arc::clone(&redactor))),
+        };
+        let hooks = match crate::agent::load_hooks(&config, services) {
+            Ok(hooks) => hooks,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        if let Some(hooks) = &hooks {
+            resolver.set_mapper(Arc::clone(hooks) as Arc<dyn crate::secrets::NameMapper>);
+        }
+        let prechecks = crate::prechecks::Prechecks::new(
+            config.prechecks.checks.clone(),
+            config.prechecks.zone,
+            hooks,
+            Arc::new(|_| {}),
+        );
+        prechecks.sync_hooks();
+        let Some(result) = prechecks.run_now(&args.name).await else {
+            let names: Vec<String> = prechecks
+                .list()
+                .into_iter()
+                .map(|check| check.spec.name)
+                .collect();
+            eprintln!(
+                "error: no pre-check is named {:?}; the pre-checks are: {}",
+                args.name,
+                if names.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            return ExitCode::from(EXIT_USAGE);
+        };
+        let verdict = if result.ok { "passed" } else { "failed" };
+        println!(
+            "pre-check {} {verdict} in {} ms: {}",
+            result.name,
+            result.duration_ms,
+            redactor.redact(&result.message)
+        );
+        if result.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
 }

@@ -17,6 +17,7 @@
 //! - [`exec`]: runs one workflow as a local process.
 //! - [`openmetadata`]: sets the runner's OpenMetadata server and bot token in workflow configs.
 //! - [`hooks`]: the Lua hook engine: sandboxed states, the runner API, hot reload.
+//! - [`prechecks`]: scheduled checks of the runner's surroundings that can gate runs.
 //! - [`redact`]: the streaming redactor that every outgoing byte passes through.
 //! - [`control_plane`]: the reference control plane for development and tests.
 //! - [`quickstart`]: the one-command demo.
@@ -34,6 +35,7 @@ pub mod exec;
 pub mod hooks;
 pub mod logging;
 pub mod openmetadata;
+pub mod prechecks;
 pub mod protocol;
 pub mod quickstart;
 pub mod redact;

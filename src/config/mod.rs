@@ -6,6 +6,7 @@
 
 mod expand;
 mod openmetadata;
+mod prechecks;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 pub use openmetadata::OpenMetadataConfig;
+pub use prechecks::PrechecksConfig;
 pub use reader::ConfigIssue;
 use reader::{Issues, Section};
 
@@ -84,6 +86,8 @@ pub struct Config {
     pub hooks: Option<HooksConfig>,
     /// OpenMetadata server set in every workflow config; `None` leaves configs as sent.
     pub openmetadata: Option<OpenMetadataConfig>,
+    /// Scheduled pre-checks (`prechecks`, `prechecks_timezone`).
+    pub prechecks: PrechecksConfig,
 }
 
 /// The `hooks` section: where the Lua scripts are and their limits.
@@ -421,7 +425,17 @@ fn read_config(
         .path("work_dir", issues)
         .unwrap_or_else(|| state_dir.join("runs"));
     let log = read_log(root.section("log", issues), issues);
-    let hooks = read_hooks(root.section("hooks", issues), issues);
+    let mut hooks = read_hooks(root.section("hooks", issues), issues);
+    let prechecks = prechecks::read_prechecks(&mut root, issues);
+    if let Some(hooks) = hooks.as_mut() {
+        hooks.limits.work_dir = Some(work_dir.clone());
+        hooks.limits.declared_checks = prechecks.declared_checks();
+    } else if !prechecks.checks.is_empty() {
+        issues.push(
+            "prechecks",
+            "pre-checks call hook functions; add a hooks section with the folder of the scripts",
+        );
+    }
     let openmetadata = openmetadata::read(root.section("openmetadata", issues), issues);
     root.finish(issues);
 
@@ -438,6 +452,7 @@ fn read_config(
         log,
         hooks,
         openmetadata,
+        prechecks,
     })
 }
 
@@ -475,6 +490,8 @@ fn read_hooks(mut section: Section, issues: &mut Issues) -> Option<HooksConfig> 
             events: None,
             secrets: None,
             redactor: None,
+            declared_checks: Vec::new(),
+            work_dir: None,
         },
         debounce,
     })

@@ -96,6 +96,11 @@ impl<'a> Section<'a> {
         join(&self.path, key)
     }
 
+    /// Returns the folder relative paths are resolved from.
+    pub fn base_dir(&self) -> &'a Path {
+        self.base_dir
+    }
+
     /// Returns true when the section exists in the file.
     pub fn is_present(&self) -> bool {
         self.map.is_some()

@@ -315,3 +315,106 @@ fn openmetadata_section_invalid() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn prechecks_are_read() {
+    let text = format!(
+        "{MINIMAL}
+hooks:
+  dir: hooks
+prechecks_timezone: Europe/Paris
+prechecks:
+  - name: database
+    schedule: '*/5 * * * *'
+    hook: check_database
+    timeout: 10s
+    gate: true
+    gates:
+      pipeline_types: [metadata]
+      services: [mysql_prod]
+  - name: disk
+    schedule: '@every 1m'
+    hook: check_disk
+"
+    );
+    let config = parse(&text, &[]).unwrap();
+    assert_eq!(config.prechecks.zone, chrono_tz::Tz::Europe__Paris);
+    let checks = &config.prechecks.checks;
+    assert_eq!(checks.len(), 2);
+    assert_eq!(checks[0].name, "database");
+    assert_eq!(checks[0].schedule.as_str(), "*/5 * * * *");
+    assert_eq!(checks[0].timeout, Duration::from_secs(10));
+    assert!(checks[0].gate);
+    assert_eq!(checks[0].gates.pipeline_types, vec!["metadata"]);
+    assert_eq!(checks[0].gates.services, vec!["mysql_prod"]);
+    assert!(!checks[1].gate);
+    assert_eq!(checks[1].timeout, crate::prechecks::DEFAULT_TIMEOUT);
+    let hooks = config.hooks.unwrap();
+    assert_eq!(hooks.limits.declared_checks.len(), 2);
+    assert_eq!(hooks.limits.declared_checks[1].function, "check_disk");
+    assert_eq!(hooks.limits.work_dir, Some(config.work_dir.clone()));
+}
+
+#[test]
+fn precheck_errors_name_check_and_expression() {
+    let text = format!(
+        "{MINIMAL}
+hooks:
+  dir: hooks
+prechecks_timezone: Mars/Olympus
+prechecks:
+  - name: database
+    schedule: '61 * * * *'
+    hook: check_database
+  - name: database
+    schedule: '@every 1m'
+    hook: check-disk
+    colour: blue
+  - name: bad name
+    schedule: '@every 1m'
+    hook: ok
+"
+    );
+    let issues = issues_of(parse(&text, &[]));
+    let has = |needle: &str| issues.iter().any(|issue| issue.contains(needle));
+    assert!(
+        has("prechecks[0].schedule: pre-check database: invalid schedule \"61 * * * *\""),
+        "{issues:?}"
+    );
+    assert!(
+        has("prechecks[1].hook: \"check-disk\" is not a Lua function name"),
+        "{issues:?}"
+    );
+    assert!(has("prechecks[1].colour"), "{issues:?}");
+    assert!(
+        has("prechecks[1].name: duplicate pre-check name"),
+        "{issues:?}"
+    );
+    assert!(
+        has("prechecks[2].name: invalid pre-check name"),
+        "{issues:?}"
+    );
+    assert!(
+        has("prechecks_timezone: unknown time zone \"Mars/Olympus\""),
+        "{issues:?}"
+    );
+}
+
+#[test]
+fn prechecks_need_hooks() {
+    let text = format!(
+        "{MINIMAL}
+prechecks:
+  - name: disk
+    schedule: '@every 1m'
+    hook: check_disk
+"
+    );
+    let issues = issues_of(parse(&text, &[]));
+    assert!(
+        issues
+            .iter()
+            .any(|issue| issue.starts_with("prechecks: pre-checks call hook functions")),
+        "{issues:?}"
+    );
+}

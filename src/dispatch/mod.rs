@@ -63,6 +63,7 @@ pub struct Dispatcher {
     status_changed: Arc<tokio::sync::Notify>,
     registry: Registry,
     hooks: Option<Arc<crate::hooks::HookSet>>,
+    prechecks: Option<Arc<crate::prechecks::Prechecks>>,
 }
 
 /// A rejection before the run was accepted.
@@ -114,6 +115,7 @@ impl Dispatcher {
             outbox,
             registry,
             hooks: None,
+            prechecks: None,
             runs: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
@@ -156,6 +158,13 @@ impl Dispatcher {
         self
     }
 
+    /// Rejects the runs that a failing gating pre-check applies to, and
+    /// reports the pre-checks in heartbeats.
+    pub fn with_prechecks(mut self, prechecks: Arc<crate::prechecks::Prechecks>) -> Self {
+        self.prechecks = Some(prechecks);
+        self
+    }
+
     /// Returns the notification fired when active runs or draining change.
     pub fn status_changed(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.status_changed)
@@ -177,6 +186,10 @@ impl Dispatcher {
             active_runs,
             draining: self.draining.load(Ordering::SeqCst),
             hooks,
+            prechecks: self
+                .prechecks
+                .as_ref()
+                .and_then(|prechecks| prechecks.summary()),
         }
     }
 
@@ -297,6 +310,13 @@ impl Dispatcher {
                 RejectCode::Draining,
                 "the runner is draining and takes no new runs",
             ));
+        }
+        if let Some(reason) = self
+            .prechecks
+            .as_ref()
+            .and_then(|prechecks| prechecks.gate(&request.pipeline_type, &request.pipeline_fqn))
+        {
+            return Err(Rejection::new(RejectCode::PrecheckFailed, reason));
         }
         let active = self.reserve(&request.run_id)?;
         let result = self.check_and_resolve(&request).await;

@@ -398,6 +398,7 @@ impl TestEnv {
             "state_dir": "state",
             "log": { "level": "debug" },
             "hooks": config.hooks,
+            "prechecks": config.prechecks,
         });
         for (name, value) in &config.sections {
             document[name] = value.clone();
@@ -748,6 +749,8 @@ pub struct RunnerConfig {
     pub hooks: Option<Value>,
     /// Further top-level sections of runner.yaml, written as given.
     pub sections: BTreeMap<String, Value>,
+    /// The `prechecks` list of runner.yaml, when set.
+    pub prechecks: Option<Value>,
 }
 
 impl RunnerConfig {
@@ -766,7 +769,14 @@ impl RunnerConfig {
             clear_env: false,
             hooks: None,
             sections: BTreeMap::new(),
+            prechecks: None,
         }
+    }
+
+    /// Sets the `prechecks` list of runner.yaml.
+    pub fn prechecks(mut self, checks: Value) -> Self {
+        self.prechecks = Some(checks);
+        self
     }
 
     /// Loads Lua hooks from `dir`.
