@@ -5,19 +5,23 @@
 //! Both clients talk to a real moto server. On loopback moto itself is the
 //! bottleneck, so the main figure goes through a proxy that delays every
 //! request by 20 ms, a typical in-region round trip. The plain loopback
-//! figure and the cost of a cached lookup are reported too.
+//! figure and the cost of a cached lookup are reported too. The runner's
+//! resolvers write the audit log as a runner does by default (`fsync:
+//! interval`); cached lookups are also measured without it and with `fsync:
+//! always`.
 //!
 //! Run with `cargo bench --bench secret_resolution`. It needs `moto_server`
 //! and `python3` with boto3 (both in the `.venv` that `.ci/test` creates);
 //! `MOTO_SERVER` and `HYBRID_RUNNER_PYTHON` override their paths.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use hybrid_runner::redact::Redactor;
+use hybrid_runner::secrets::audit::{AuditLog, AuditSettings, Fsync};
 use hybrid_runner::secrets::aws::AwsProvider;
 use hybrid_runner::secrets::{AccessPolicy, Resolver, ResolverSettings, SecretRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,10 +93,23 @@ async fn bench(size: Size) {
             python.as_secs_f64() / runner.as_secs_f64()
         );
     }
-    println!(
-        "cached lookup: {:.2} us",
-        cached_lookup_micros(&direct).await
-    );
+    let audit_dir = tempfile::tempdir().expect("temp dir");
+    for (label, audit) in [
+        ("no audit log", None),
+        ("audit fsync interval", Some(Fsync::Interval)),
+        ("audit fsync always", Some(Fsync::Always)),
+    ] {
+        let resolver = resolver_with(&direct, cache_settings(), audit, audit_dir.path());
+        let lookups = if audit == Some(Fsync::Always) {
+            200
+        } else {
+            10_000
+        };
+        println!(
+            "cached lookup, {label:<21} {:>9.2} us",
+            cached_lookup_micros(&resolver, lookups).await
+        );
+    }
     let _ = moto.kill().await;
 }
 
@@ -211,14 +228,45 @@ fn references(count: usize) -> BTreeSet<SecretRef> {
         .collect()
 }
 
+/// Returns a resolver with the audit log a runner writes by default, in a
+/// folder that lives as long as the process.
 fn resolver(endpoint: &str, settings: ResolverSettings) -> Resolver {
+    static AUDIT_DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = AUDIT_DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
+    resolver_with(endpoint, settings, Some(Fsync::Interval), dir.path())
+}
+
+fn resolver_with(
+    endpoint: &str,
+    settings: ResolverSettings,
+    audit: Option<Fsync>,
+    audit_dir: &Path,
+) -> Resolver {
     let provider = AwsProvider::from_sdk_config(&sdk_config(endpoint));
-    Resolver::new(
+    let resolver = Resolver::new(
         Arc::new(provider),
         AccessPolicy::new(vec!["/collate/hybrid-ingestion/".into()]),
         Arc::new(Redactor::default()),
         settings,
-    )
+    );
+    if let Some(fsync) = audit {
+        let log = AuditLog::open(AuditSettings {
+            path: audit_dir.join(format!("audit-{fsync:?}.jsonl")),
+            max_bytes: 64 * 1024 * 1024,
+            keep: 1,
+            fsync,
+        })
+        .expect("audit log");
+        resolver.set_audit(log);
+    }
+    resolver
+}
+
+fn cache_settings() -> ResolverSettings {
+    ResolverSettings {
+        cache_ttl: Some(Duration::from_secs(3600)),
+        ..ResolverSettings::default()
+    }
 }
 
 async fn runner_rounds(endpoint: &str, size: Size) -> Vec<Duration> {
@@ -230,7 +278,7 @@ async fn runner_rounds(endpoint: &str, size: Size) -> Vec<Duration> {
         let resolver = resolver(endpoint, ResolverSettings::default());
         let started = Instant::now();
         let values = resolver
-            .resolve_all(&references)
+            .resolve_all(&references, &hybrid_runner::secrets::Scope::default())
             .await
             .expect("resolve all");
         rounds.push(started.elapsed());
@@ -263,15 +311,9 @@ async fn python_rounds(endpoint: &str, size: Size) -> Vec<Duration> {
     rounds
 }
 
-async fn cached_lookup_micros(endpoint: &str) -> f64 {
-    let settings = ResolverSettings {
-        cache_ttl: Some(Duration::from_secs(3600)),
-        ..ResolverSettings::default()
-    };
-    let resolver = resolver(endpoint, settings);
+async fn cached_lookup_micros(resolver: &Resolver, lookups: usize) -> f64 {
     let reference = SecretRef::parse(&format!("secret:{PREFIX}0")).expect("reference");
     resolver.resolve(&reference).await.expect("first lookup");
-    let lookups = 10_000;
     let started = Instant::now();
     for _ in 0..lookups {
         resolver.resolve(&reference).await.expect("cached lookup");

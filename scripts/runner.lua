@@ -41,12 +41,14 @@
 ---@field reference string the reference as written, `secret:/...`
 ---@field path string the path after `secret:`
 ---@field version? string version named in the reference, if any
----@field provider "aws"|"azure"|"gcp"|"kubernetes"|"file"|"env" secrets provider of the runner
+---@field provider string name of the store the routes chose (the type, for a runner with one `secrets.provider`)
+---@field kind "aws"|"azure"|"gcp"|"kubernetes"|"file"|"env" type of that store
 
----Store name and version chosen by `map_secret`.
+---Store name, version and store chosen by `map_secret`.
 ---@class hybrid.MappedSecret
 ---@field name string
 ---@field version? string
+---@field provider? string name of a configured store to read from instead of the routed one
 
 ---Input of `on_message`: a custom message from the control plane.
 ---@class hybrid.Message
@@ -180,6 +182,44 @@ runner.secrets = {}
 ---@param reference string
 ---@return string value
 function runner.secrets.get(reference) end
+
+runner.fs = {}
+
+---The runner's work directory (`work_dir` of runner.yaml), an absolute path.
+---@type string
+runner.fs.work_dir = ""
+
+---Space of the file system that contains a folder.
+---@class hybrid.FreeSpace
+---@field total_bytes integer size of the file system
+---@field free_bytes integer unused bytes, including those reserved for root
+---@field available_bytes integer bytes an unprivileged process may still write
+---@field available_percent number available_bytes as a percentage of total_bytes
+
+---Reads the free space of the file system that contains `path`. Raises an error
+---unless `path` is an absolute path of an existing folder without `..`.
+---@param path string
+---@return hybrid.FreeSpace
+function runner.fs.free_space(path) end
+
+---Options of `runner.schedule`. Every field is optional.
+---@class hybrid.ScheduleOptions
+---@field timeout? number|string time limit of one call in seconds, or a duration such as "30s"; default 30s
+---@field gate? boolean reject new runs while the last result is a failure; default false
+---@field gates? { pipeline_types?: string[], services?: string[] } runs a gating check applies to; all by default
+
+---Registers a pre-check that runs `check` on `schedule`. Only the top-level
+---code of a script may call it. `schedule` is a cron expression with 5, 6 or
+---7 fields, a shorthand such as "@daily", or an interval such as "@every 30s".
+---`check` receives `{ name = name }` and returns `true`/`false` (optionally
+---followed by a message) or `{ ok = boolean, message = string }`; an error
+---counts as a failure with the error as message. A reload of the hooks drops
+---the checks of the old scripts.
+---@param name string unique name: letters, digits, '_', '.' or '-'
+---@param schedule string
+---@param check fun(info: { name: string }): (boolean|{ ok: boolean, message?: string }), string?
+---@param options? hybrid.ScheduleOptions
+function runner.schedule(name, schedule, check, options) end
 
 ---Called after a run request passed the runner's checks and before any secret
 ---is resolved. Returns nil to let the run go on unchanged.

@@ -49,7 +49,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         .await
         .map_err(AgentError::Secrets)?;
     let resolver = Arc::new(resolver);
-    let provider = resolver.provider_kind();
+    let provider = resolver.providers().summary();
     let journal = config.state_dir.join("outbox.jsonl");
     // Sequence numbers restart with a new journal, so the id must change too,
     // or the control plane would take the new messages for replays.
@@ -91,7 +91,11 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
     if let Some(hooks) = &hooks {
         dispatcher = dispatcher.with_hooks(Arc::clone(hooks));
     }
-    let dispatcher = Arc::new(dispatcher);
+    let prechecks = Arc::new(
+        prechecks_service(&config, hooks.clone(), Arc::clone(&outbox))
+            .with_changed(dispatcher.status_changed()),
+    );
+    let dispatcher = Arc::new(dispatcher.with_prechecks(Arc::clone(&prechecks)));
     dispatcher.recover(leftovers);
 
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
@@ -123,7 +127,7 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         version = crate::VERSION,
         url = %config.control_plane.url,
         capacity = config.runs.capacity,
-        provider,
+        %provider,
         "hybrid-runner starting"
     );
     let session_stop = CancellationToken::new();
@@ -136,10 +140,12 @@ pub async fn run(config: Config, redactor: Arc<Redactor>) -> Result<(), AgentErr
         ));
     }
     let session_task = tokio::spawn(session.run(session_stop.clone()));
+    prechecks.start();
     let dispatch_task = tokio::spawn(Arc::clone(&dispatcher).serve(inbound_rx));
 
     wait_for_shutdown(&dispatcher, config.runs.drain_timeout).await?;
 
+    prechecks.stop();
     flush_outbox(&outbox, config.runs.flush_timeout).await;
     session_stop.cancel();
     let _ = session_task.await;
@@ -203,6 +209,23 @@ pub(crate) fn secret_lookup(resolver: Arc<crate::secrets::Resolver>) -> crate::h
                 .map_err(|error| error.to_string())
         })
     }))
+}
+
+/// Creates the pre-checks of runner.yaml; their results go to the control
+/// plane through the outbox.
+pub(crate) fn prechecks_service(
+    config: &Config,
+    hooks: Option<Arc<crate::hooks::HookSet>>,
+    outbox: Arc<Outbox>,
+) -> crate::prechecks::Prechecks {
+    crate::prechecks::Prechecks::new(
+        config.prechecks.checks.clone(),
+        config.prechecks.zone,
+        hooks,
+        Arc::new(move |result| {
+            outbox.push(result);
+        }),
+    )
 }
 
 /// Returns a sink that sends hook events to the control plane through the
@@ -317,7 +340,7 @@ fn instance_id(state_dir: &std::path::Path, keep: bool) -> Result<String, AgentE
     Ok(id)
 }
 
-fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {
+pub(crate) fn create_private_dir(path: &std::path::Path) -> Result<(), AgentError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -61,6 +61,30 @@ pub struct SecretsGetArgs {
     pub force: bool,
 }
 
+/// Arguments of `hybrid-runner audit tail`.
+#[derive(Debug, clap::Args)]
+pub struct AuditTailArgs {
+    /// Path of runner.yaml.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Number of entries to print.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: usize,
+    /// Print the JSON lines as stored.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hybrid-runner precheck run`.
+#[derive(Debug, clap::Args)]
+pub struct PrecheckRunArgs {
+    /// Name of the pre-check, as shown by `precheck list`.
+    pub name: String,
+    /// Path of runner.yaml.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
 /// Arguments of `hybrid-runner hooks test`.
 #[derive(Debug, clap::Args)]
 pub struct HooksTestArgs {
@@ -136,7 +160,17 @@ pub fn check(path: &Path) -> ExitCode {
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
-        config.secrets.provider.kind(),
+        config
+            .secrets
+            .providers
+            .iter()
+            .map(|(name, provider)| if name == provider.kind() {
+                name.clone()
+            } else {
+                format!("{name} ({})", provider.kind())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         config.secrets.allowed_prefixes.join(", ")
     );
     ExitCode::SUCCESS
@@ -149,18 +183,27 @@ fn check_environment(config: &Config) -> (Vec<String>, Vec<String>) {
     if let Err(error) = config.control_plane.token.read() {
         errors.push(error.to_string());
     }
+    if let Some(settings) = &config.openmetadata
+        && settings.jwt_token.is_some()
+        && let Err(error) = crate::openmetadata::read_token(settings, &config.control_plane.token)
+    {
+        errors.push(error.to_string());
+    }
     if let Some(ca_file) = &config.control_plane.ca_file
         && let Err(error) = crate::tls::read_certificates(ca_file)
     {
         errors.push(error.to_string());
     }
-    if let ProviderConfig::File { path } = &config.secrets.provider
-        && !path.is_file()
-    {
-        errors.push(format!(
-            "secrets file {} does not exist; check secrets.provider.path",
-            path.display()
-        ));
+    for (name, provider) in &config.secrets.providers {
+        if let ProviderConfig::File { path } = provider
+            && !path.is_file()
+        {
+            errors.push(format!(
+                "secrets file {} does not exist; check {}.path",
+                path.display(),
+                config.secrets.provider_path(name)
+            ));
+        }
     }
     for (pipeline, command) in &config.pipelines {
         if program_exists(&command.program) {
@@ -196,6 +239,44 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 /// `hybrid-runner secrets get`: resolves one reference as a run would.
+/// Prints the last entries of the secret access audit log. Exits 1 when the
+/// log cannot be read, and 64 for an invalid runner.yaml.
+pub fn audit_tail(args: AuditTailArgs) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let settings = &config.secrets.audit;
+    let entries = match crate::secrets::audit::tail(&settings.path, args.lines, settings.keep) {
+        Ok(entries) => entries,
+        Err(error) => {
+            eprintln!(
+                "error: cannot read the audit log {}: {error}",
+                settings.path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if entries.is_empty() {
+        eprintln!("the audit log {} has no entries", settings.path.display());
+    }
+    let mut code = ExitCode::SUCCESS;
+    for entry in entries {
+        match entry {
+            Ok(entry) if args.json => match serde_json::to_string(&entry) {
+                Ok(line) => println!("{line}"),
+                Err(error) => eprintln!("error: {error}"),
+            },
+            Ok(entry) => println!("{}", entry.readable()),
+            Err(error) => {
+                eprintln!("error: {error}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
+}
+
 pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
     use std::io::IsTerminal;
 
@@ -262,11 +343,14 @@ async fn print_lookup(
     reveal: bool,
 ) -> ExitCode {
     println!("reference: {reference}");
-    println!("provider:  {}", resolver.provider_kind());
     match resolver.mapped(reference).await {
-        Ok((name, version)) => {
-            println!("name:      {name}");
-            println!("version:   {}", version.as_deref().unwrap_or("latest"));
+        Ok(mapped) => {
+            println!("provider:  {}", mapped.provider.label());
+            println!("name:      {}", mapped.name);
+            println!(
+                "version:   {}",
+                mapped.version.as_deref().unwrap_or("latest")
+            );
         }
         Err(error) => {
             eprintln!("error: {error}");
@@ -550,4 +634,171 @@ fn install_panic_hook(redactor: Arc<Redactor>) {
         let message = info.to_string();
         eprintln!("{}", redactor.redact(&message));
     }));
+}
+
+/// `hybrid-runner precheck list`: prints every pre-check of runner.yaml and
+/// of the hook scripts with its schedule and next run.
+pub fn precheck_list(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let hooks = match crate::agent::load_hooks(&config, crate::agent::HookServices::default()) {
+        Ok(hooks) => hooks,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let prechecks = crate::prechecks::Prechecks::new(
+        config.prechecks.checks.clone(),
+        config.prechecks.zone,
+        hooks,
+        Arc::new(|_| {}),
+    );
+    prechecks.sync_hooks();
+    let checks = prechecks.list();
+    if checks.is_empty() {
+        println!("no pre-checks are configured");
+        return ExitCode::SUCCESS;
+    }
+    let zone = prechecks.zone();
+    let rows: Vec<[String; 5]> = checks
+        .iter()
+        .map(|check| {
+            let next = prechecks
+                .next_run(&check.spec)
+                .map(|time| {
+                    time.with_timezone(&zone)
+                        .format("%Y-%m-%d %H:%M:%S %Z")
+                        .to_string()
+                })
+                .unwrap_or_else(|| "never".into());
+            [
+                check.spec.name.clone(),
+                check.spec.schedule.to_string(),
+                next,
+                if check.spec.gate { "yes" } else { "no" }.into(),
+                check.spec.source.kind().into(),
+            ]
+        })
+        .collect();
+    print_table(["NAME", "SCHEDULE", "NEXT RUN", "GATE", "SOURCE"], &rows);
+    ExitCode::SUCCESS
+}
+
+fn print_table(header: [&str; 5], rows: &[[String; 5]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}
+
+/// `hybrid-runner precheck run`: runs one pre-check now, with the secrets
+/// provider and hooks of runner.yaml, and prints the result. Exits 0 when it
+/// passes, 1 when it fails and 64 for an unknown name or invalid config.
+pub fn precheck_run(args: PrecheckRunArgs) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // Checks of the work directory see it as the agent creates it.
+    if let Err(error) = crate::agent::create_private_dir(&config.work_dir) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
+    let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
+    crate::logging::init("warn", false, Arc::clone(&redactor));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let resolver = match crate::secrets::resolver_from_config(
+            &config.secrets,
+            Arc::clone(&redactor),
+        )
+        .await
+        {
+            Ok(resolver) => Arc::new(resolver),
+            Err(error) => {
+                eprintln!("error: cannot set up the secrets provider: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Events a check sends are printed instead of going to a control plane.
+        let services = crate::agent::HookServices {
+            events: Some(crate::hooks::EventSink(Arc::new(|kind, payload| {
+                eprintln!("event {kind}: {payload}");
+            }))),
+            secrets: Some(crate::agent::secret_lookup(Arc::clone(&resolver))),
+            redactor: Some(crate::hooks::HookRedactor(Arc::clone(&redactor))),
+        };
+        let hooks = match crate::agent::load_hooks(&config, services) {
+            Ok(hooks) => hooks,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        if let Some(hooks) = &hooks {
+            resolver.set_mapper(Arc::clone(hooks) as Arc<dyn crate::secrets::NameMapper>);
+        }
+        let prechecks = crate::prechecks::Prechecks::new(
+            config.prechecks.checks.clone(),
+            config.prechecks.zone,
+            hooks,
+            Arc::new(|_| {}),
+        );
+        prechecks.sync_hooks();
+        let Some(result) = prechecks.run_now(&args.name).await else {
+            let names: Vec<String> = prechecks
+                .list()
+                .into_iter()
+                .map(|check| check.spec.name)
+                .collect();
+            eprintln!(
+                "error: no pre-check is named {:?}; the pre-checks are: {}",
+                args.name,
+                if names.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            return ExitCode::from(EXIT_USAGE);
+        };
+        let verdict = if result.ok { "passed" } else { "failed" };
+        println!(
+            "pre-check {} {verdict} in {} ms: {}",
+            result.name,
+            result.duration_ms,
+            redactor.redact(&result.message)
+        );
+        if result.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
 }

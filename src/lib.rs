@@ -15,7 +15,9 @@
 //! - [`secrets`]: references, access policy, providers, resolution.
 //! - [`workflow`]: OpenMetadata workflow config parsing and validation.
 //! - [`exec`]: runs one workflow as a local process.
+//! - [`openmetadata`]: sets the runner's OpenMetadata server and bot token in workflow configs.
 //! - [`hooks`]: the Lua hook engine: sandboxed states, the runner API, hot reload.
+//! - [`prechecks`]: scheduled checks of the runner's surroundings that can gate runs.
 //! - [`redact`]: the streaming redactor that every outgoing byte passes through.
 //! - [`signing`]: Ed25519 signatures of run requests (detached JWS).
 //! - [`control_plane`]: the reference control plane for development and tests.
@@ -33,6 +35,8 @@ pub mod dispatch;
 pub mod exec;
 pub mod hooks;
 pub mod logging;
+pub mod openmetadata;
+pub mod prechecks;
 pub mod protocol;
 pub mod quickstart;
 pub mod redact;

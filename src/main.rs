@@ -36,6 +36,12 @@ enum Command {
     /// Check and try Lua hook scripts without starting the runner.
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// Read the secret access audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// List the scheduled pre-checks or run one now.
+    #[command(subcommand)]
+    Precheck(PrecheckCommand),
     /// Run the reference control plane (for development, demos and tests).
     ControlPlane(commands::ControlPlaneArgs),
     /// Start a control plane and a runner on 127.0.0.1, submit the example
@@ -71,6 +77,27 @@ enum HooksCommand {
     Test(commands::HooksTestArgs),
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the last entries of the audit log that runner.yaml names, oldest
+    /// first, one line each.
+    Tail(commands::AuditTailArgs),
+}
+
+#[derive(Subcommand)]
+enum PrecheckCommand {
+    /// Print every pre-check of runner.yaml and of the hook scripts with its
+    /// schedule, next run time, gate flag and source (yaml or lua).
+    List {
+        /// Path of runner.yaml.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run one pre-check now and print its result. Exits 0 when it passes, 1
+    /// when it fails, and 64 for an unknown name or invalid config.
+    Run(commands::PrecheckRunArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -79,6 +106,9 @@ fn main() -> ExitCode {
         Command::Secrets(SecretsCommand::Get(args)) => commands::secrets_get(args),
         Command::Hooks(HooksCommand::Check { dir }) => commands::hooks_check(&dir),
         Command::Hooks(HooksCommand::Test(args)) => commands::hooks_test(args),
+        Command::Audit(AuditCommand::Tail(args)) => commands::audit_tail(args),
+        Command::Precheck(PrecheckCommand::List { config }) => commands::precheck_list(&config),
+        Command::Precheck(PrecheckCommand::Run(args)) => commands::precheck_run(args),
         Command::ControlPlane(args) => commands::control_plane(args),
         Command::Quickstart(args) => commands::quickstart(args),
         Command::DemoConnector { config } => commands::demo_connector(&config),

@@ -162,6 +162,32 @@ pub struct Heartbeat {
     /// The hook generation serving, when hooks are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<HooksGeneration>,
+    /// State of the pre-checks, when any are scheduled. Control planes that
+    /// predate pre-checks ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prechecks: Option<PrechecksSummary>,
+}
+
+/// Pre-checks whose last result is a failure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrechecksSummary {
+    /// True while at least one check fails.
+    pub degraded: bool,
+    pub failing: Vec<FailingPrecheck>,
+}
+
+/// A pre-check whose last result is a failure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingPrecheck {
+    pub name: String,
+    /// Message of the last result.
+    pub message: String,
+    /// Time of the first failure in the current series, in epoch milliseconds.
+    pub since: i64,
+    /// Whether the check rejects the runs it gates while it fails.
+    pub gate: bool,
 }
 
 /// A generation of hook scripts and the hash of their content.
@@ -216,6 +242,8 @@ pub enum RejectCode {
     DuplicateRun,
     /// A pre_run hook rejected the run or failed.
     HookRejected,
+    /// A gating pre-check is failing.
+    PrecheckFailed,
 }
 
 /// The runner did not take the run; this is the run's final outcome.
@@ -382,6 +410,22 @@ pub struct HooksFailed {
 }
 message!(HooksFailed, "hooks.failed");
 
+/// The result of one call of a pre-check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrecheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub message: String,
+    pub duration_ms: u64,
+    /// Start time of the call, in epoch milliseconds.
+    pub time: i64,
+    /// Whether the check gates runs.
+    #[serde(default)]
+    pub gate: bool,
+}
+message!(PrecheckResult, "precheck.result", urgent: |_result| false);
+
 /// A message from the control plane, decoded by type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
@@ -422,6 +466,7 @@ pub enum RunnerMessage {
     Event(Event),
     HooksReloaded(HooksReloaded),
     HooksFailed(HooksFailed),
+    PrecheckResult(PrecheckResult),
 }
 
 impl RunnerMessage {
@@ -437,6 +482,7 @@ impl RunnerMessage {
             "event" => RunnerMessage::Event(envelope.payload_as()?),
             "hooks.reloaded" => RunnerMessage::HooksReloaded(envelope.payload_as()?),
             "hooks.failed" => RunnerMessage::HooksFailed(envelope.payload_as()?),
+            "precheck.result" => RunnerMessage::PrecheckResult(envelope.payload_as()?),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         })
     }
@@ -489,6 +535,42 @@ mod tests {
     fn other_version_is_rejected() {
         let error = Envelope::decode(r#"{"v":2,"type":"ack","id":"x","ts":0}"#).unwrap_err();
         assert!(matches!(error, DecodeError::Version(2)));
+    }
+
+    #[test]
+    fn precheck_result_round_trip() {
+        let result = PrecheckResult {
+            name: "database".into(),
+            ok: false,
+            message: "connection refused".into(),
+            duration_ms: 12,
+            time: 1_700_000_000_000,
+            gate: true,
+        };
+        let text = Envelope::new(&result, Some(7)).encode();
+        let envelope = Envelope::decode(&text).unwrap();
+        assert_eq!(envelope.kind, "precheck.result");
+        assert_eq!(envelope.payload["durationMs"], 12);
+        assert_eq!(
+            RunnerMessage::from_envelope(&envelope).unwrap(),
+            RunnerMessage::PrecheckResult(result)
+        );
+    }
+
+    #[test]
+    fn heartbeat_without_prechecks_decodes() {
+        let envelope = Envelope::decode(
+            r#"{"v":1,"type":"heartbeat","id":"x","ts":0,
+                "payload":{"capacity":2,"activeRuns":[],"draining":false}}"#,
+        )
+        .unwrap();
+        let RunnerMessage::Heartbeat(beat) = RunnerMessage::from_envelope(&envelope).unwrap()
+        else {
+            panic!("expected a heartbeat");
+        };
+        assert_eq!(beat.prechecks, None);
+        let encoded = serde_json::to_value(&beat).unwrap();
+        assert!(encoded.get("prechecks").is_none(), "{encoded}");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! certificate) and a demo database on 127.0.0.1, starts a real runner
 //! process with `examples/quickstart/runner.yaml`, submits the runs listed in
 //! `examples/quickstart/runs.yaml` through the control plane's HTTP API, and
-//! prints each run's status timeline and redacted log. It then checks that no
-//! secret value reached the control plane or the runner's log. It succeeds
-//! only when every run ended as expected and nothing leaked.
+//! prints each run's status timeline and redacted log. It then prints the
+//! results of the runner's pre-checks as the control plane received them, and
+//! checks that no secret value reached the control plane or the runner's log.
+//! It succeeds only when every run and pre-check ended as expected and nothing
+//! leaked.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Maximum wait for the runner to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Maximum wait for a first result of every pre-check.
+const PRECHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One entry of runs.yaml.
 #[derive(Debug, Deserialize)]
@@ -64,7 +69,7 @@ async fn run_async(examples: &Path) -> anyhow::Result<bool> {
     println!("demo database: {}", database.addr);
 
     let runner_log = scratch.path().join("runner.log");
-    let mut runner = start_runner(&quickstart, scratch.path(), &handle, &runner_log)?;
+    let mut runner = start_runner(&quickstart, scratch.path(), &handle, &runner_log, &database)?;
     let connected = wait_connected(&client, &base).await;
     let mut all_ok = connected.is_ok();
     match connected {
@@ -80,6 +85,9 @@ async fn run_async(examples: &Path) -> anyhow::Result<bool> {
             all_ok &= ok;
             sent_texts.extend(texts);
         }
+        let (ok, texts) = show_prechecks(&client, &base, &quickstart).await?;
+        all_ok &= ok;
+        sent_texts.extend(texts);
     }
 
     stop_runner(&mut runner).await;
@@ -91,7 +99,7 @@ async fn run_async(examples: &Path) -> anyhow::Result<bool> {
     println!(
         "\n{}",
         if all_ok {
-            "quickstart passed: every run ended as expected and no secret value left the runner"
+            "quickstart passed: every run and pre-check ended as expected and no secret value left the runner"
         } else {
             "quickstart FAILED: see above"
         }
@@ -165,6 +173,7 @@ fn start_runner(
     scratch: &Path,
     handle: &crate::control_plane::ControlPlaneHandle,
     log: &Path,
+    database: &DemoDatabase,
 ) -> anyhow::Result<tokio::process::Child> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let url = format!(
@@ -179,6 +188,7 @@ fn start_runner(
         .env("QUICKSTART_URL", url)
         .env("QUICKSTART_DIR", scratch)
         .env("QUICKSTART_BIN", &exe)
+        .env("QUICKSTART_DATABASE", database.addr.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(log_file)
         .kill_on_drop(true)
@@ -268,6 +278,92 @@ async fn run_one(
     let ok = outcome == spec.expect && reason_ok;
     print_run(spec, &workflow_path, run_id, &run, &logs, elapsed, ok);
     Ok((ok, vec![run.to_string(), logs.to_string()]))
+}
+
+/// Waits for a result of every pre-check in `expected-prechecks.yaml`, prints
+/// the last result of each and the runner's degraded flag, and returns whether
+/// each check passed or failed as expected, with the texts received.
+async fn show_prechecks(
+    client: &reqwest::Client,
+    base: &str,
+    quickstart: &Path,
+) -> anyhow::Result<(bool, Vec<String>)> {
+    let expected: BTreeMap<String, String> =
+        read_yaml(&quickstart.join("expected-prechecks.yaml"))?;
+    let deadline = tokio::time::Instant::now() + PRECHECK_TIMEOUT;
+    let view = loop {
+        let runners: Value = client
+            .get(format!("{base}/v1/runners"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let view = runners
+            .as_array()
+            .and_then(|list| {
+                list.iter()
+                    .find(|runner| runner["agentId"] == "quickstart-runner")
+            })
+            .cloned()
+            .unwrap_or_default();
+        let complete = expected.keys().all(|name| {
+            view["prechecks"][name]
+                .as_array()
+                .is_some_and(|results| !results.is_empty())
+        });
+        if complete || tokio::time::Instant::now() >= deadline {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    println!("== pre-checks (last result of each, as the control plane received it)");
+    let mut all_ok = true;
+    for (name, expect) in &expected {
+        let last = view["prechecks"][name]
+            .as_array()
+            .and_then(|results| results.last());
+        let Some(last) = last else {
+            println!(
+                "   {name}: no result within {}s: NOT AS EXPECTED",
+                PRECHECK_TIMEOUT.as_secs()
+            );
+            all_ok = false;
+            continue;
+        };
+        let outcome = if last["ok"] == true { "pass" } else { "fail" };
+        let ok = outcome == expect;
+        all_ok &= ok;
+        println!(
+            "   {name}: {} in {} ms: {}",
+            if outcome == "pass" {
+                "passed"
+            } else {
+                "failed"
+            },
+            last["durationMs"].as_u64().unwrap_or_default(),
+            last["message"].as_str().unwrap_or("")
+        );
+        println!(
+            "     expected {expect}, got {outcome}: {}",
+            if ok { "as expected" } else { "NOT AS EXPECTED" }
+        );
+    }
+    let failing: Vec<&str> = view["failingPrechecks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|check| check["name"].as_str())
+        .collect();
+    if view["degraded"] == true {
+        println!(
+            "   runner status: degraded; failing: {}\n",
+            failing.join(", ")
+        );
+    } else {
+        println!("   runner status: healthy\n");
+    }
+    Ok((all_ok, vec![view.to_string()]))
 }
 
 /// Returns `rejected`, the final pipeline state, or `unfinished`, and the reason.

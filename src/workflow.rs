@@ -52,7 +52,9 @@ pub enum WorkflowError {
     Syntax(String),
     #[error("workflow config is nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    #[error("workflow config must be a mapping with a source section")]
+    #[error(
+        "workflow config must be a mapping with a source section, or an automation workflow with workflowType and request"
+    )]
     NotAMapping,
     #[error("{path}: unknown value {value:?}; expected one of: {expected}")]
     UnknownEnum {
@@ -160,7 +162,10 @@ impl Workflow {
                 });
             }
         }
-        if !root.contains_key("source") && !root.contains_key("sourcePythonClass") {
+        // Automation workflows, such as a test connection, carry a `request`
+        // and a `workflowType` in place of a source.
+        let automation = root.contains_key("workflowType") && root.contains_key("request");
+        if !root.contains_key("source") && !root.contains_key("sourcePythonClass") && !automation {
             return Err(WorkflowError::NotAMapping);
         }
         Ok(())

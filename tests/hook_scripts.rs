@@ -173,13 +173,15 @@ async fn notify_event_reaches_control_plane() {
 }
 
 /// Calls the Azure mapping example through `hooks test map_secret` and
-/// returns the JSON it prints.
+/// returns the JSON it prints. The routed store is named `main` and has type
+/// `provider`.
 fn map_secret(env: &TestEnv, hooks: &Path, path: &str, provider: &str) -> Value {
     let input = env.path("ref.json");
     let reference = json!({
         "reference": format!("secret:{path}"),
         "path": path,
-        "provider": provider,
+        "provider": "main",
+        "kind": provider,
     });
     std::fs::write(&input, reference.to_string()).expect("write input");
     let output = Command::new(common::BIN)

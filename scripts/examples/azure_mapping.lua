@@ -1,14 +1,14 @@
 -- Maps secret references under /collate/hybrid-ingestion/adls/ to Azure Key
 -- Vault secrets named adls-<last path segment>, so that
 -- secret:/collate/hybrid-ingestion/adls/accountKey reads adls-accountKey.
--- Other references and other providers keep the default mapping.
+-- Other references and stores of other types keep the default mapping.
 
 local ADLS_PREFIX = "/collate/hybrid-ingestion/adls/"
 
 ---@param ref hybrid.SecretRef
 ---@return string|nil
 function map_secret(ref)
-  if ref.provider ~= "azure" then
+  if ref.kind ~= "azure" then
     return nil
   end
   -- A plain prefix comparison, because "-" is special in Lua patterns.

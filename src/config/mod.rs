@@ -5,6 +5,8 @@
 //! `docs/configuration.md` documents every key.
 
 mod expand;
+mod openmetadata;
+mod prechecks;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+pub use openmetadata::OpenMetadataConfig;
+pub use prechecks::PrechecksConfig;
 pub use reader::ConfigIssue;
 use reader::{Issues, Section};
 
@@ -80,6 +84,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Lua hooks; `None` when runner.yaml has no `hooks` section.
     pub hooks: Option<HooksConfig>,
+    /// OpenMetadata server set in every workflow config; `None` leaves configs as sent.
+    pub openmetadata: Option<OpenMetadataConfig>,
+    /// Scheduled pre-checks (`prechecks`, `prechecks_timezone`).
+    pub prechecks: PrechecksConfig,
 }
 
 /// The `hooks` section: where the Lua scripts are and their limits.
@@ -218,7 +226,17 @@ pub struct ExecConfig {
 /// Secret resolution settings.
 #[derive(Debug, Clone)]
 pub struct SecretsConfig {
-    pub provider: ProviderConfig,
+    /// The stores by name. A single `secrets.provider` is one store named
+    /// after its type.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Reference prefixes served by a store other than the default one.
+    pub routes: Vec<crate::secrets::Route>,
+    /// The store for references that match no route.
+    pub default_provider: String,
+    /// True when the stores came from `secrets.provider`, not `providers`.
+    pub single_store: bool,
+    /// Where every resolution attempt is recorded.
+    pub audit: crate::secrets::audit::AuditSettings,
     /// Only references under one of these prefixes are resolved.
     pub allowed_prefixes: Vec<String>,
     /// Values shorter than this many bytes are not redacted.
@@ -248,6 +266,17 @@ pub enum ProviderConfig {
     Kubernetes(crate::secrets::kubernetes::KubernetesSettings),
 }
 
+impl SecretsConfig {
+    /// Returns the YAML path of the settings of store `name`.
+    pub fn provider_path(&self, name: &str) -> String {
+        if self.single_store {
+            "secrets.provider".to_string()
+        } else {
+            format!("secrets.providers.{name}")
+        }
+    }
+}
+
 impl ProviderConfig {
     /// Returns the `type` name of the provider.
     pub fn kind(&self) -> &'static str {
@@ -267,6 +296,12 @@ impl ProviderConfig {
 }
 
 /// Provider types compiled into this build.
+/// Size at which the audit log is rotated, by default.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Rotated audit files kept, by default.
+pub const DEFAULT_AUDIT_KEEP: u32 = 5;
+
 pub const PROVIDER_TYPES: &[&str] = &[
     "file",
     "env",
@@ -396,15 +431,26 @@ fn read_config(
     let runs = read_runs(root.section("runs", issues), issues);
     let pipelines = read_pipelines(root.section("pipelines", issues), issues);
     let exec = read_exec(root.section("exec", issues), issues);
-    let secrets = read_secrets(root.section("secrets", issues), issues);
     let state_dir = root
         .path("state_dir", issues)
         .unwrap_or_else(|| root.resolve("state"));
+    let secrets = read_secrets(root.section("secrets", issues), &state_dir, issues);
     let work_dir = root
         .path("work_dir", issues)
         .unwrap_or_else(|| state_dir.join("runs"));
     let log = read_log(root.section("log", issues), issues);
-    let hooks = read_hooks(root.section("hooks", issues), issues);
+    let mut hooks = read_hooks(root.section("hooks", issues), issues);
+    let prechecks = prechecks::read_prechecks(&mut root, issues);
+    if let Some(hooks) = hooks.as_mut() {
+        hooks.limits.work_dir = Some(work_dir.clone());
+        hooks.limits.declared_checks = prechecks.declared_checks();
+    } else if !prechecks.checks.is_empty() {
+        issues.push(
+            "prechecks",
+            "pre-checks call hook functions; add a hooks section with the folder of the scripts",
+        );
+    }
+    let openmetadata = openmetadata::read(root.section("openmetadata", issues), issues);
     root.finish(issues);
 
     Some(Config {
@@ -419,6 +465,8 @@ fn read_config(
         work_dir,
         log,
         hooks,
+        openmetadata,
+        prechecks,
     })
 }
 
@@ -456,6 +504,8 @@ fn read_hooks(mut section: Section, issues: &mut Issues) -> Option<HooksConfig> 
             events: None,
             secrets: None,
             redactor: None,
+            declared_checks: Vec::new(),
+            work_dir: None,
         },
         debounce,
     })
@@ -611,6 +661,27 @@ fn check_url(url: &str, path: &str, issues: &mut Issues) {
         _ => issues.push(
             path,
             format!("invalid URL {url:?}; expected wss://HOST[:PORT]/PATH"),
+        ),
+    }
+}
+
+/// Accepts `https://` URLs, and `http://` only for loopback hosts (development).
+fn check_http_url(url: &str, path: &str, issues: &mut Issues) {
+    let Ok(uri) = url.parse::<tokio_tungstenite::tungstenite::http::Uri>() else {
+        issues.push(path, format!("invalid URL {url:?}"));
+        return;
+    };
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => {}
+        Some("http") if is_loopback(host) => {}
+        Some("http") => issues.push(
+            path,
+            format!("plain http:// is allowed only for loopback hosts, not {host:?}; use https://"),
+        ),
+        _ => issues.push(
+            path,
+            format!("invalid URL {url:?}; expected https://HOST[:PORT]/api"),
         ),
     }
 }
@@ -804,16 +875,28 @@ fn read_exec(mut section: Section, issues: &mut Issues) -> ExecConfig {
     ExecConfig { env_allow, env }
 }
 
-fn read_secrets(mut section: Section, issues: &mut Issues) -> Option<SecretsConfig> {
+fn read_secrets(
+    mut section: Section,
+    state_dir: &Path,
+    issues: &mut Issues,
+) -> Option<SecretsConfig> {
     let prefixes_path = section.path_of("allowed_prefixes");
     let allowed_prefixes = section
         .string_list("allowed_prefixes", issues)
         .unwrap_or_else(|| vec![DEFAULT_ALLOWED_PREFIX.to_string()]);
     for (index, prefix) in allowed_prefixes.iter().enumerate() {
-        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains("//") {
+        if !is_prefix(prefix) {
             issues.push(
                 &format!("{prefixes_path}[{index}]"),
                 format!("invalid prefix {prefix:?}; write a path that starts and ends with '/', like {DEFAULT_ALLOWED_PREFIX:?}"),
+            );
+        } else if !placeholders_are_segments(prefix) {
+            issues.push(
+                &format!("{prefixes_path}[{index}]"),
+                format!(
+                    "invalid prefix {prefix:?}: braces may only form a whole path segment {}, as in \"/collate/hybrid-ingestion/{{service}}/\"",
+                    crate::secrets::policy::PLACEHOLDERS.join(" or ")
+                ),
             );
         }
     }
@@ -837,27 +920,187 @@ fn read_secrets(mut section: Section, issues: &mut Issues) -> Option<SecretsConf
             .map_or(defaults.concurrency, |count| count as usize),
         ..defaults
     };
-    let provider = read_provider(section.section("provider", issues), issues);
+    let single_store = section.raw("provider").is_some();
+    let stores = read_stores(&mut section, issues);
+    let audit = read_audit(section.section("audit", issues), state_dir, issues);
     section.finish(issues);
+    let (providers, routes, default_provider) = stores?;
     Some(SecretsConfig {
-        provider: provider?,
+        providers,
+        routes,
+        default_provider,
+        single_store,
+        audit,
         allowed_prefixes,
         min_redact_length,
         resolver,
     })
 }
 
-fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderConfig> {
-    if !section.is_present() {
+/// Reads `provider` (one store) or `providers`, `routes` and
+/// `default_provider` (several named stores).
+fn read_stores(
+    section: &mut Section,
+    issues: &mut Issues,
+) -> Option<(
+    BTreeMap<String, ProviderConfig>,
+    Vec<crate::secrets::Route>,
+    String,
+)> {
+    let single = section.section("provider", issues);
+    let mut named = section.section("providers", issues);
+    let route_sections = section.list_sections("routes", issues);
+    let default = section.string("default_provider", issues);
+    let default_path = section.path_of("default_provider");
+
+    if single.is_present() {
+        if named.is_present() || !route_sections.is_empty() || default.is_some() {
+            issues.push(
+                &section.path_of("provider"),
+                "set either provider (one store) or providers with routes and default_provider (several stores), not both",
+            );
+        }
+        let provider = read_provider(single, issues)?;
+        let name = provider.kind().to_string();
+        return Some((BTreeMap::from([(name.clone(), provider)]), Vec::new(), name));
+    }
+    if !named.is_present() {
         issues.push(
-            "secrets.provider",
+            &section.path_of("provider"),
             format!(
-                "missing required section; set type to one of: {}",
+                "missing required section; set type to one of: {}, or list several stores under secrets.providers",
                 PROVIDER_TYPES.join(", ")
             ),
         );
         return None;
     }
+
+    let mut providers = BTreeMap::new();
+    for (name, _) in named.keys() {
+        let store = named.section(&name, issues);
+        if !is_store_name(&name) {
+            issues.push(
+                &named.path_of(&name),
+                format!("invalid provider name {name:?}; use letters, digits, '_' and '-'"),
+            );
+        }
+        if let Some(provider) = read_provider(store, issues) {
+            providers.insert(name, provider);
+        }
+    }
+    let names = providers.keys().cloned().collect::<Vec<_>>().join(", ");
+    named.finish(issues);
+    if providers.is_empty() {
+        return None;
+    }
+
+    let mut routes = Vec::new();
+    for mut route in route_sections {
+        let prefix = route.required_string("prefix", issues);
+        let provider = route.required_string("provider", issues);
+        if let Some(prefix) = &prefix
+            && !is_prefix(prefix)
+        {
+            issues.push(
+                &route.path_of("prefix"),
+                format!("invalid prefix {prefix:?}; write a path that starts and ends with '/', like {DEFAULT_ALLOWED_PREFIX:?}"),
+            );
+        }
+        if let Some(provider) = &provider
+            && !providers.contains_key(provider)
+        {
+            issues.push(
+                &route.path_of("provider"),
+                format!("unknown provider {provider:?}; configured providers: {names}"),
+            );
+        }
+        route.finish(issues);
+        if let (Some(prefix), Some(provider)) = (prefix, provider) {
+            routes.push(crate::secrets::Route { prefix, provider });
+        }
+    }
+
+    let default = match default {
+        Some(default) if providers.contains_key(&default) => default,
+        Some(default) => {
+            issues.push(
+                &default_path,
+                format!("unknown provider {default:?}; configured providers: {names}"),
+            );
+            return None;
+        }
+        None if providers.len() == 1 => names.clone(),
+        None => {
+            issues.push(
+                &default_path,
+                format!("missing: with several providers, name the one for references that match no route ({names})"),
+            );
+            return None;
+        }
+    };
+    Some((providers, routes, default))
+}
+
+/// Reads `secrets.audit`; the log is always on, in the state folder unless
+/// `path` says otherwise.
+fn read_audit(
+    mut section: Section,
+    state_dir: &Path,
+    issues: &mut Issues,
+) -> crate::secrets::audit::AuditSettings {
+    use crate::secrets::audit::{AuditSettings, Fsync};
+    let path = section
+        .path("path", issues)
+        .unwrap_or_else(|| state_dir.join("audit.jsonl"));
+    let max_bytes = section
+        .integer("max_bytes", 4096, u64::MAX, issues)
+        .unwrap_or(DEFAULT_AUDIT_MAX_BYTES);
+    let keep = section
+        .integer("keep", 0, 1000, issues)
+        .map_or(DEFAULT_AUDIT_KEEP, |keep| keep as u32);
+    let fsync = match section.string("fsync", issues).as_deref() {
+        None | Some("interval") => Fsync::Interval,
+        Some("always") => Fsync::Always,
+        Some("never") => Fsync::Never,
+        Some(other) => {
+            issues.push(
+                &section.path_of("fsync"),
+                format!("unknown fsync policy {other:?}; use interval, always or never"),
+            );
+            Fsync::Interval
+        }
+    };
+    section.finish(issues);
+    AuditSettings {
+        path,
+        max_bytes,
+        keep,
+        fsync,
+    }
+}
+
+/// Reports whether `name` may name a store: letters, digits, `_` and `-`.
+fn is_store_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
+/// Reports whether every `{` or `}` in `prefix` belongs to a placeholder that
+/// is a whole path segment, such as `/{service}/`.
+fn placeholders_are_segments(prefix: &str) -> bool {
+    prefix.split('/').all(|segment| {
+        !segment.contains(['{', '}']) || crate::secrets::policy::PLACEHOLDERS.contains(&segment)
+    })
+}
+
+/// Reports whether `prefix` is an absolute path prefix ending in `/`.
+fn is_prefix(prefix: &str) -> bool {
+    prefix.starts_with('/') && prefix.ends_with('/') && !prefix.contains("//")
+}
+
+fn read_provider(mut section: Section, issues: &mut Issues) -> Option<ProviderConfig> {
     let kind = section.required_string("type", issues);
     let provider = match kind.as_deref() {
         Some("file") => section

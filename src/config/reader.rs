@@ -96,6 +96,11 @@ impl<'a> Section<'a> {
         join(&self.path, key)
     }
 
+    /// Returns the folder relative paths are resolved from.
+    pub fn base_dir(&self) -> &'a Path {
+        self.base_dir
+    }
+
     /// Returns true when the section exists in the file.
     pub fn is_present(&self) -> bool {
         self.map.is_some()
@@ -192,6 +197,31 @@ impl<'a> Section<'a> {
             );
         }
         parsed
+    }
+
+    /// Opens each item of a list of mappings as a section, with paths such
+    /// as `secrets.routes[0]`.
+    pub fn list_sections(&mut self, key: &str, issues: &mut Issues) -> Vec<Section<'a>> {
+        let path = self.path_of(key);
+        let Some(value) = self.raw(key) else {
+            return Vec::new();
+        };
+        let Value::Sequence(items) = value else {
+            issues.push(&path, format!("expected a list, found {}", kind_of(value)));
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                Section::new(
+                    Some(item),
+                    &format!("{path}[{index}]"),
+                    self.base_dir,
+                    issues,
+                )
+            })
+            .collect()
     }
 
     /// Reads a list of strings.

@@ -130,7 +130,7 @@ fn literal_dollar_brace_is_kept() {
     let text = MINIMAL.replace("path: secrets.yaml", "path: 'a$${b}.yaml'");
     let config = parse(&text, &[]).unwrap();
     assert_eq!(
-        config.secrets.provider,
+        config.secrets.providers["file"],
         ProviderConfig::File {
             path: "/etc/hr/a${b}.yaml".into()
         }
@@ -194,4 +194,241 @@ fn comment_only_file_is_an_error() {
     )
     .unwrap_err();
     assert!(error.to_string().contains("holds no settings"), "{error}");
+}
+
+const TWO_STORES: &str = "
+agent_id: runner-1
+control_plane:
+  url: wss://saas.example.com/agent/v1/connect
+  token_file: token
+secrets:
+  allowed_prefixes:
+    - /collate/hybrid-ingestion/{service}/
+  providers:
+    local: { type: file, path: secrets.yaml }
+    vars: { type: env }
+  routes:
+    - { prefix: /collate/hybrid-ingestion/vars/, provider: vars }
+  default_provider: local
+  audit: { max_bytes: 65536, keep: 2, fsync: never }
+";
+
+#[test]
+fn named_stores_and_routes_are_read() {
+    let config = parse(TWO_STORES, &[]).unwrap();
+    let secrets = &config.secrets;
+    assert_eq!(
+        secrets.providers.keys().collect::<Vec<_>>(),
+        vec!["local", "vars"]
+    );
+    assert_eq!(
+        secrets.routes,
+        vec![crate::secrets::Route {
+            prefix: "/collate/hybrid-ingestion/vars/".into(),
+            provider: "vars".into(),
+        }]
+    );
+    assert_eq!(secrets.default_provider, "local");
+    assert!(!secrets.single_store);
+    assert_eq!(
+        secrets.audit,
+        crate::secrets::audit::AuditSettings {
+            path: "/etc/hr/state/audit.jsonl".into(),
+            max_bytes: 65536,
+            keep: 2,
+            fsync: crate::secrets::audit::Fsync::Never,
+        }
+    );
+}
+
+#[test]
+fn store_mistakes_are_named() {
+    let text = TWO_STORES
+        .replace("provider: vars }", "provider: vault }")
+        .replace("default_provider: local", "default_provider: cloud")
+        .replace("{service}", "svc-{service}");
+    let issues = issues_of(parse(&text, &[]));
+    assert_eq!(
+        issues,
+        vec![
+            "secrets.allowed_prefixes[0]: invalid prefix \"/collate/hybrid-ingestion/svc-{service}/\": braces may only form a whole path segment {service} or {pipelineType}, as in \"/collate/hybrid-ingestion/{service}/\"",
+            "secrets.routes[0].provider: unknown provider \"vault\"; configured providers: local, vars",
+            "secrets.default_provider: unknown provider \"cloud\"; configured providers: local, vars",
+        ]
+    );
+}
+
+#[test]
+fn several_stores_need_a_default() {
+    let text = TWO_STORES.replace("  default_provider: local\n", "");
+    let issues = issues_of(parse(&text, &[]));
+    assert_eq!(
+        issues,
+        vec![
+            "secrets.default_provider: missing: with several providers, name the one for references that match no route (local, vars)"
+        ]
+    );
+}
+
+#[test]
+fn provider_and_providers_exclude_each_other() {
+    let text = format!("{MINIMAL}  providers:\n    vars: {{ type: env }}\n");
+    let issues = issues_of(parse(&text, &[]));
+    assert_eq!(
+        issues,
+        vec![
+            "secrets.provider: set either provider (one store) or providers with routes and default_provider (several stores), not both"
+        ]
+    );
+}
+
+#[test]
+fn openmetadata_section_read() {
+    assert!(parse(MINIMAL, &[]).unwrap().openmetadata.is_none());
+
+    let text = format!(
+        "{MINIMAL}openmetadata:\n  host_port: https://metadata.example.com/api\n  jwt_token_file: bot.jwt\n"
+    );
+    let settings = parse(&text, &[]).unwrap().openmetadata.unwrap();
+    assert_eq!(settings.host_port, "https://metadata.example.com/api");
+    assert_eq!(
+        settings.jwt_token,
+        Some(TokenSource::File("/etc/hr/bot.jwt".into()))
+    );
+
+    let text = format!("{MINIMAL}openmetadata:\n  host_port: http://127.0.0.1:8585/api\n");
+    let settings = parse(&text, &[]).unwrap().openmetadata.unwrap();
+    assert_eq!(settings.jwt_token, None, "the control plane token is used");
+}
+
+#[test]
+fn openmetadata_section_invalid() {
+    let text = format!(
+        "{MINIMAL}openmetadata:\n  host_port: http://metadata.example.com/api\n  jwt_token_file: a\n  jwt_token_env: B\n  extra: 1\n"
+    );
+    let issues = issues_of(parse(&text, &[]));
+    let expected = [
+        "openmetadata.host_port: plain http:// is allowed only for loopback hosts",
+        "openmetadata.jwt_token_file: set either jwt_token_file or jwt_token_env",
+        "openmetadata.extra",
+    ];
+    for prefix in expected {
+        assert!(
+            issues.iter().any(|issue| issue.starts_with(prefix)),
+            "no issue starting with {prefix:?} in {issues:?}"
+        );
+    }
+    let missing = issues_of(parse(
+        &format!("{MINIMAL}openmetadata:\n  jwt_token_env: B\n"),
+        &[],
+    ));
+    assert!(
+        missing
+            .iter()
+            .any(|issue| issue.starts_with("openmetadata.host_port")),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn prechecks_are_read() {
+    let text = format!(
+        "{MINIMAL}
+hooks:
+  dir: hooks
+prechecks_timezone: Europe/Paris
+prechecks:
+  - name: database
+    schedule: '*/5 * * * *'
+    hook: check_database
+    timeout: 10s
+    gate: true
+    gates:
+      pipeline_types: [metadata]
+      services: [mysql_prod]
+  - name: disk
+    schedule: '@every 1m'
+    hook: check_disk
+"
+    );
+    let config = parse(&text, &[]).unwrap();
+    assert_eq!(config.prechecks.zone, chrono_tz::Tz::Europe__Paris);
+    let checks = &config.prechecks.checks;
+    assert_eq!(checks.len(), 2);
+    assert_eq!(checks[0].name, "database");
+    assert_eq!(checks[0].schedule.as_str(), "*/5 * * * *");
+    assert_eq!(checks[0].timeout, Duration::from_secs(10));
+    assert!(checks[0].gate);
+    assert_eq!(checks[0].gates.pipeline_types, vec!["metadata"]);
+    assert_eq!(checks[0].gates.services, vec!["mysql_prod"]);
+    assert!(!checks[1].gate);
+    assert_eq!(checks[1].timeout, crate::prechecks::DEFAULT_TIMEOUT);
+    let hooks = config.hooks.unwrap();
+    assert_eq!(hooks.limits.declared_checks.len(), 2);
+    assert_eq!(hooks.limits.declared_checks[1].function, "check_disk");
+    assert_eq!(hooks.limits.work_dir, Some(config.work_dir.clone()));
+}
+
+#[test]
+fn precheck_errors_name_check_and_expression() {
+    let text = format!(
+        "{MINIMAL}
+hooks:
+  dir: hooks
+prechecks_timezone: Mars/Olympus
+prechecks:
+  - name: database
+    schedule: '61 * * * *'
+    hook: check_database
+  - name: database
+    schedule: '@every 1m'
+    hook: check-disk
+    colour: blue
+  - name: bad name
+    schedule: '@every 1m'
+    hook: ok
+"
+    );
+    let issues = issues_of(parse(&text, &[]));
+    let has = |needle: &str| issues.iter().any(|issue| issue.contains(needle));
+    assert!(
+        has("prechecks[0].schedule: pre-check database: invalid schedule \"61 * * * *\""),
+        "{issues:?}"
+    );
+    assert!(
+        has("prechecks[1].hook: \"check-disk\" is not a Lua function name"),
+        "{issues:?}"
+    );
+    assert!(has("prechecks[1].colour"), "{issues:?}");
+    assert!(
+        has("prechecks[1].name: duplicate pre-check name"),
+        "{issues:?}"
+    );
+    assert!(
+        has("prechecks[2].name: invalid pre-check name"),
+        "{issues:?}"
+    );
+    assert!(
+        has("prechecks_timezone: unknown time zone \"Mars/Olympus\""),
+        "{issues:?}"
+    );
+}
+
+#[test]
+fn prechecks_need_hooks() {
+    let text = format!(
+        "{MINIMAL}
+prechecks:
+  - name: disk
+    schedule: '@every 1m'
+    hook: check_disk
+"
+    );
+    let issues = issues_of(parse(&text, &[]));
+    assert!(
+        issues
+            .iter()
+            .any(|issue| issue.starts_with("prechecks: pre-checks call hook functions")),
+        "{issues:?}"
+    );
 }

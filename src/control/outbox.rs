@@ -6,8 +6,9 @@
 //! reconnect; the control plane ignores sequence numbers it has seen.
 //!
 //! The outbox is bounded in bytes. When the control plane stays unreachable
-//! long enough to fill it, the oldest log chunks are dropped with a warning.
-//! Other messages, run outcomes and statuses included, are kept.
+//! long enough to fill it, the oldest log chunks and pre-check results are
+//! dropped with a warning. Other messages, run outcomes and statuses included,
+//! are kept.
 //!
 //! An outbox opened with [`Outbox::open`] also keeps its entries in a journal
 //! file, so they survive a restart of the runner process.
@@ -119,7 +120,7 @@ impl Outbox {
             seq,
             frame,
             urgent: message.urgent(),
-            droppable: message.kind() == "run.log",
+            droppable: matches!(message.kind(), "run.log" | "precheck.result"),
         };
         if let Some(journal) = state.journal.as_mut() {
             let result = journal.append(&entry);
@@ -175,7 +176,7 @@ impl Outbox {
             tracing::warn!(
                 dropped,
                 max_bytes = self.max_bytes,
-                "outbox is full while the control plane does not acknowledge; dropped the oldest log chunks (run statuses are kept)"
+                "outbox is full while the control plane does not acknowledge; dropped the oldest log chunks and pre-check results (run statuses are kept)"
             );
         }
     }

@@ -13,6 +13,7 @@
 //! | `GET /v1/runs/{runId}/logs?after=N` | log lines with `n > N`, ordered by `n` |
 //! | `GET /v1/runs/{runId}/wait?timeoutMs=N` | run document once final or after N ms |
 //! | `POST /v1/runs/{runId}/cancel` | sends `run.cancel`, body `{reason?}` or empty |
+//! | `GET /v1/openmetadata/entities?type=T` | entities, pipeline statuses and test connection results sent to `/api/v1/` |
 //!
 //! Every error response has the body `{"error": "<sentence>"}`. When an API
 //! token is configured, every matched `/v1/` route requires
@@ -120,6 +121,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/runs/{run_id}/logs", get(get_logs))
         .route("/v1/runs/{run_id}/wait", get(wait_for_run))
         .route("/v1/runs/{run_id}/cancel", post(cancel_run))
+        .route("/v1/openmetadata/entities", get(openmetadata_entities))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_api_token,
@@ -259,6 +261,15 @@ async fn cancel_run(State(shared): State<Arc<Shared>>, run_id: PathParam, body: 
     let reason = optional_reason(&body)?;
     shared.cancel_run(&run_id, reason)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "runId": run_id }))).into_response())
+}
+
+/// Returns what workflows stored through the OpenMetadata API subset,
+/// optionally only the entities of one type (`?type=table`).
+async fn openmetadata_entities(State(shared): State<Arc<Shared>>, query: QueryParams) -> ApiResult {
+    let query = query_map(query)?;
+    let snapshot = super::openmetadata::snapshot(&shared, query.get("type").map(String::as_str))
+        .map_err(ApiError::bad_request)?;
+    Ok(Json(snapshot).into_response())
 }
 
 async fn drain_runner(

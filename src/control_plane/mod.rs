@@ -10,6 +10,9 @@
 //!   which is lost when the process stops.
 //! - a JSON HTTP API under `/v1/` to list runners, submit, inspect, wait for and
 //!   cancel runs, drain runners and send custom messages (`api.rs`).
+//! - the subset of the OpenMetadata REST API under `/api/v1/` that the
+//!   `metadata` CLI calls for a database metadata ingestion and a test
+//!   connection, with an in-memory store of what it sends (`openmetadata/`).
 //! - a Rust API ([`start`], [`ControlPlaneHandle`]) for in-process use, for
 //!   example by benchmarks that measure request-to-final latency.
 //!
@@ -22,6 +25,7 @@
 
 mod api;
 mod auth;
+mod openmetadata;
 mod session;
 mod state;
 mod store;
@@ -313,7 +317,8 @@ fn build_router(shared: Arc<Shared>) -> Router {
     let agent = Router::new()
         .route(CONNECT_PATH, get(session::connect))
         .with_state(shared.clone());
-    api::router(shared).merge(agent)
+    let openmetadata = openmetadata::router(shared.clone());
+    api::router(shared).merge(agent).merge(openmetadata)
 }
 
 fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener, ControlPlaneError> {

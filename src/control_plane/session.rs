@@ -417,7 +417,28 @@ impl Session {
 
     fn emit(&self, event: Option<ControlPlaneEvent>) {
         if let Some(event) = event {
+            if let ControlPlaneEvent::RunFinal {
+                run_id,
+                state: Some(_),
+                ..
+            } = &event
+            {
+                self.record_pipeline_status(run_id);
+            }
             self.shared.emit(event);
+        }
+    }
+
+    /// Copies a run's final status into the OpenMetadata pipeline statuses.
+    fn record_pipeline_status(&self, run_id: &str) {
+        let document = self.shared.store().run_document(run_id);
+        let Some(document) = document else {
+            return;
+        };
+        if let Some(last) = document.statuses.last() {
+            self.shared
+                .openmetadata
+                .record_runner_final(&document.pipeline_fqn, &last.pipeline_status);
         }
     }
 

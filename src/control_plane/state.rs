@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub sessions: TaskTracker,
     /// Rejected runner connection attempts since start, for log lines.
     pub rejected_connections: AtomicU64,
+    /// Entities and pipeline statuses sent to the OpenMetadata API subset.
+    pub openmetadata: super::openmetadata::OpenMetadataState,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             rejected_connections: AtomicU64::new(0),
+            openmetadata: Default::default(),
         }
     }
 

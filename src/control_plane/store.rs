@@ -5,7 +5,7 @@
 //!
 //! [`Shared`]: super::state::Shared
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -54,7 +54,14 @@ struct RunnerEntry {
     events: std::collections::VecDeque<serde_json::Value>,
     /// Hook generation from the last heartbeat.
     hooks: Option<crate::protocol::HooksGeneration>,
+    /// Pre-check summary from the last heartbeat.
+    prechecks: Option<crate::protocol::PrechecksSummary>,
+    /// Latest `precheck.result` messages per check name, oldest first.
+    precheck_results: BTreeMap<String, VecDeque<crate::protocol::PrecheckResult>>,
 }
+
+/// Pre-check results kept per check of a runner.
+const PRECHECK_RESULTS_KEPT: usize = 20;
 
 /// Events kept per runner.
 const EVENTS_KEPT: usize = 50;
@@ -85,6 +92,12 @@ pub(super) struct RunnerView {
     /// Hook generation serving, from the last heartbeat.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<crate::protocol::HooksGeneration>,
+    /// True while the last heartbeat reported a failing pre-check.
+    pub degraded: bool,
+    /// Failing pre-checks from the last heartbeat.
+    pub failing_prechecks: Vec<crate::protocol::FailingPrecheck>,
+    /// Latest pre-check results per check name, oldest first.
+    pub prechecks: BTreeMap<String, Vec<crate::protocol::PrecheckResult>>,
 }
 
 /// Outcome of a run request: sent, or accepted or rejected by the runner.
@@ -247,15 +260,17 @@ impl Store {
     /// Records a runner's `hello` and makes `link` its current session.
     pub(super) fn register_session(&mut self, hello: &Hello, link: SessionLink) -> Registration {
         let now = crate::now_millis();
-        // Events survive a reconnect of the same runner.
-        let events = self
+        // Events and pre-check results survive a reconnect of the same runner.
+        let (events, precheck_results) = self
             .runners
             .get(&hello.agent_id)
-            .map(|entry| entry.events.clone())
+            .map(|entry| (entry.events.clone(), entry.precheck_results.clone()))
             .unwrap_or_default();
         let entry = RunnerEntry {
             events,
             hooks: None,
+            prechecks: None,
+            precheck_results,
             version: hello.version.clone(),
             instance_id: hello.instance_id.clone(),
             capacity: hello.capacity,
@@ -317,6 +332,31 @@ impl Store {
         entry.active_runs = beat.active_runs.clone();
         entry.draining = beat.draining;
         entry.hooks = beat.hooks.clone();
+        let was_degraded = entry
+            .prechecks
+            .as_ref()
+            .is_some_and(|summary| summary.degraded);
+        let degraded = beat
+            .prechecks
+            .as_ref()
+            .is_some_and(|summary| summary.degraded);
+        if degraded != was_degraded {
+            let failing: Vec<&str> = beat
+                .prechecks
+                .iter()
+                .flat_map(|summary| summary.failing.iter().map(|check| check.name.as_str()))
+                .collect();
+            if degraded {
+                tracing::warn!(
+                    agent_id,
+                    ?failing,
+                    "runner is degraded: pre-checks are failing"
+                );
+            } else {
+                tracing::info!(agent_id, "runner recovered: no pre-check is failing");
+            }
+        }
+        entry.prechecks = beat.prechecks.clone();
         entry.last_heartbeat = crate::now_millis();
         entry.last_heartbeat_instant = Instant::now();
     }
@@ -363,6 +403,20 @@ impl Store {
                 last_heartbeat: entry.last_heartbeat,
                 events: entry.events.iter().cloned().collect(),
                 hooks: entry.hooks.clone(),
+                degraded: entry
+                    .prechecks
+                    .as_ref()
+                    .is_some_and(|summary| summary.degraded),
+                failing_prechecks: entry
+                    .prechecks
+                    .as_ref()
+                    .map(|summary| summary.failing.clone())
+                    .unwrap_or_default(),
+                prechecks: entry
+                    .precheck_results
+                    .iter()
+                    .map(|(name, results)| (name.clone(), results.iter().cloned().collect()))
+                    .collect(),
             })
             .collect()
     }
@@ -468,8 +522,30 @@ impl Store {
                 self.record_event(agent_id, "hooks.failed", serde_json::to_value(failed).ok());
                 None
             }
+            RunnerMessage::PrecheckResult(result) => {
+                self.record_precheck(agent_id, result);
+                None
+            }
             RunnerMessage::Hello(_) | RunnerMessage::Heartbeat(_) => None,
         }
+    }
+
+    /// Keeps one pre-check result of a runner and logs a failure.
+    fn record_precheck(&mut self, agent_id: &str, result: crate::protocol::PrecheckResult) {
+        let Some(entry) = self.runners.get_mut(agent_id) else {
+            return;
+        };
+        if !result.ok {
+            tracing::warn!(agent_id, check = %result.name, gate = result.gate, message = %result.message, "pre-check failed on runner");
+        }
+        let results = entry
+            .precheck_results
+            .entry(result.name.clone())
+            .or_default();
+        if results.len() == PRECHECK_RESULTS_KEPT {
+            results.pop_front();
+        }
+        results.push_back(result);
     }
 
     /// Keeps one event of a runner, dropping the oldest beyond [`EVENTS_KEPT`].

@@ -148,6 +148,7 @@ impl TestRunner {
             active_runs: vec![],
             draining,
             hooks: None,
+            prechecks: None,
         };
         self.send(&beat, None).await;
     }
@@ -1101,4 +1102,67 @@ async fn tls_serves_wss_and_https() {
     let runners: Value = response.json().await.unwrap();
     assert_eq!(runners[0]["agentId"], "agent-tls");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn prechecks_are_stored_per_runner() {
+    let server = start_default().await;
+    let addr = server.local_addr();
+    let (mut runner, _) = TestRunner::join(addr, "agent-1", "instance-1").await;
+
+    for seq in 1..=25u64 {
+        let result = crate::protocol::PrecheckResult {
+            name: "database".into(),
+            ok: seq < 24,
+            message: format!("call {seq}"),
+            duration_ms: 3,
+            time: seq as i64,
+            gate: true,
+        };
+        runner.send(&result, Some(seq)).await;
+        runner.expect_ack(seq).await;
+    }
+    let beat = Heartbeat {
+        capacity: 1,
+        active_runs: vec![],
+        draining: false,
+        hooks: None,
+        prechecks: Some(crate::protocol::PrechecksSummary {
+            degraded: true,
+            failing: vec![crate::protocol::FailingPrecheck {
+                name: "database".into(),
+                message: "call 25".into(),
+                since: 24,
+                gate: true,
+            }],
+        }),
+    };
+    runner.send(&beat, None).await;
+
+    let view = wait_for_view(addr, "agent-1", |view| view["degraded"] == true).await;
+    assert_eq!(view["failingPrechecks"][0]["name"], "database", "{view}");
+    assert_eq!(view["failingPrechecks"][0]["since"], 24, "{view}");
+    let kept = view["prechecks"]["database"].as_array().unwrap();
+    assert_eq!(kept.len(), 20, "{view}");
+    assert_eq!(kept[0]["message"], "call 6", "{view}");
+    assert_eq!(kept[19]["message"], "call 25", "{view}");
+    assert_eq!(kept[19]["ok"], false, "{view}");
+
+    // A heartbeat without failing checks clears the degraded flag.
+    runner.heartbeat(1, false).await;
+    let view = wait_for_view(addr, "agent-1", |view| view["degraded"] == false).await;
+    assert_eq!(view["failingPrechecks"], json!([]), "{view}");
+    server.shutdown().await;
+}
+
+/// Polls `GET /v1/runners` until the runner's entry satisfies `ready`.
+async fn wait_for_view(addr: SocketAddr, agent_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + FRAME_WAIT;
+    loop {
+        let view = runner_view(addr, agent_id).await;
+        if ready(&view) || tokio::time::Instant::now() >= deadline {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

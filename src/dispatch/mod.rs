@@ -24,7 +24,8 @@ use crate::protocol::{
     RunCancel, RunLog, RunRejected, RunRequest, RunStatus, ServerMessage,
 };
 use crate::redact::{RedactedLine, Redactor};
-use crate::secrets::Resolver;
+use crate::secrets::policy::run_service;
+use crate::secrets::{Resolver, Scope};
 use crate::workflow::{Workflow, WorkflowError};
 
 mod hooks;
@@ -64,6 +65,7 @@ pub struct Dispatcher {
     status_changed: Arc<tokio::sync::Notify>,
     registry: Registry,
     hooks: Option<Arc<crate::hooks::HookSet>>,
+    prechecks: Option<Arc<crate::prechecks::Prechecks>>,
 }
 
 /// A rejection before the run was accepted.
@@ -115,6 +117,7 @@ impl Dispatcher {
             outbox,
             registry,
             hooks: None,
+            prechecks: None,
             runs: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
@@ -157,6 +160,13 @@ impl Dispatcher {
         self
     }
 
+    /// Rejects the runs that a failing gating pre-check applies to, and
+    /// reports the pre-checks in heartbeats.
+    pub fn with_prechecks(mut self, prechecks: Arc<crate::prechecks::Prechecks>) -> Self {
+        self.prechecks = Some(prechecks);
+        self
+    }
+
     /// Returns the notification fired when active runs or draining change.
     pub fn status_changed(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.status_changed)
@@ -178,6 +188,10 @@ impl Dispatcher {
             active_runs,
             draining: self.draining.load(Ordering::SeqCst),
             hooks,
+            prechecks: self
+                .prechecks
+                .as_ref()
+                .and_then(|prechecks| prechecks.summary()),
         }
     }
 
@@ -303,6 +317,13 @@ impl Dispatcher {
                 "the runner is draining and takes no new runs",
             ));
         }
+        if let Some(reason) = self
+            .prechecks
+            .as_ref()
+            .and_then(|prechecks| prechecks.gate(&request.pipeline_type, &request.pipeline_fqn))
+        {
+            return Err(Rejection::new(RejectCode::PrecheckFailed, reason));
+        }
         let active = self.reserve(&request)?;
         let result = self.check_and_resolve(&request).await;
         match result {
@@ -320,6 +341,31 @@ impl Dispatcher {
                 Err(rejection)
             }
         }
+    }
+
+    /// Returns the identity a run's references are checked and audited
+    /// with. When an allowed prefix depends on the run, `source.serviceName`
+    /// and the first part of the pipeline FQN must name the same service.
+    fn scope(&self, request: &RunRequest, workflow: &Workflow) -> Result<Scope, Rejection> {
+        let service_name = workflow
+            .value()
+            .pointer("/source/serviceName")
+            .and_then(serde_json::Value::as_str);
+        let service = match run_service(service_name, Some(&request.pipeline_fqn)) {
+            Ok(service) => service,
+            Err(reason) if self.resolver.policy().uses_placeholders() => {
+                tracing::warn!(run_id = %request.run_id, %reason, "run rejected: its service is ambiguous");
+                return Err(Rejection::new(RejectCode::InvalidConfig, reason));
+            }
+            // Without scoped prefixes the service only labels audit lines.
+            Err(_) => service_name.map(str::to_string),
+        };
+        Ok(Scope {
+            run_id: Some(request.run_id.clone()),
+            service,
+            pipeline_fqn: Some(request.pipeline_fqn.clone()),
+            pipeline_type: Some(request.pipeline_type.clone()),
+        })
     }
 
     /// Returns true when `request` equals the request of the active run with
@@ -400,15 +446,18 @@ impl Dispatcher {
         for literal in &plan.literals {
             self.redactor.register(literal);
         }
+        let scope = self.scope(request, &workflow)?;
         for field in &plan.references {
-            self.resolver.policy().check(&field.reference).map_err(|error| {
-                tracing::warn!(field = %field.path, reference = %field.reference, "secret reference denied by policy");
-                Rejection::new(RejectCode::SecretError, format!("{}: {error}", field.path))
-            })?;
+            self.resolver
+                .authorize(&field.reference, &scope)
+                .await
+                .map_err(|error| {
+                    Rejection::new(RejectCode::SecretError, format!("{}: {error}", field.path))
+                })?;
         }
         let values = self
             .resolver
-            .resolve_all(&plan.distinct())
+            .resolve_all(&plan.distinct(), &scope)
             .await
             .map_err(|error| {
                 let fields: Vec<&str> = plan
@@ -422,7 +471,8 @@ impl Dispatcher {
                     format!("{}: {error}", fields.join(", ")),
                 )
             })?;
-        let resolved = workflow.resolved(&plan, &|reference| values.get(reference).cloned());
+        let mut resolved = workflow.resolved(&plan, &|reference| values.get(reference).cloned());
+        self.point_at_openmetadata(request, &mut resolved)?;
 
         let timeout = match request.timeout_seconds {
             Some(0) | None => self.config.runs.default_timeout,
@@ -434,6 +484,33 @@ impl Dispatcher {
             timeout,
             hook_env,
         })
+    }
+
+    /// Sets the OpenMetadata server of runner.yaml and the bot token read
+    /// now in the resolved config. The token is registered with the redactor
+    /// before it is written anywhere.
+    fn point_at_openmetadata(
+        &self,
+        request: &RunRequest,
+        config: &mut serde_json::Value,
+    ) -> Result<(), Rejection> {
+        let Some(settings) = &self.config.openmetadata else {
+            return Ok(());
+        };
+        let token = crate::openmetadata::read_token(settings, &self.config.control_plane.token)
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot read the OpenMetadata bot token");
+                Rejection::new(RejectCode::SecretError, error.to_string())
+            })?;
+        self.redactor.register(token.expose());
+        crate::openmetadata::apply(
+            config,
+            &settings.host_port,
+            &token,
+            &request.run_id,
+            &request.pipeline_fqn,
+        );
+        Ok(())
     }
 
     async fn execute(&self, prepared: PreparedRun) {

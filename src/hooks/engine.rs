@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlua::{Lua, Value};
 
@@ -13,7 +14,7 @@ use super::lazy;
 use super::modules::{self, ModuleRegistry};
 use super::sandbox;
 use super::scripts::{ScriptFile, ScriptSet};
-use super::{HookError, HookLimits, HookLoadError, HookOutcome, HookPoint};
+use super::{CheckCallError, HookError, HookLimits, HookLoadError, HookOutcome, HookPoint};
 
 /// A loaded set of hook scripts in one sandboxed Lua state.
 ///
@@ -26,6 +27,17 @@ pub struct HookEngine {
     modules: Arc<ModuleRegistry>,
     limits: HookLimits,
     generation: u64,
+    /// Pre-checks the scripts registered with `runner.schedule`.
+    schedules: Arc<api::ScheduleRegistry>,
+}
+
+/// The Lua function a pre-check calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckFunction {
+    /// A global function, named by a check in runner.yaml.
+    Global(String),
+    /// The function registered with `runner.schedule` under the check's name.
+    Registered,
 }
 
 impl fmt::Debug for HookEngine {
@@ -57,8 +69,16 @@ impl HookEngine {
     ) -> Result<HookEngine, HookLoadError> {
         let scripts = Arc::new(scripts);
         let modules = Arc::new(ModuleRegistry::default());
-        let lua = build_state(&limits, &scripts, &modules).map_err(|err| HookLoadError::Setup {
-            message: lua_message(&err),
+        let reserved = limits
+            .declared_checks
+            .iter()
+            .map(|check| check.name.clone())
+            .collect();
+        let schedules = Arc::new(api::ScheduleRegistry::new(reserved));
+        let lua = build_state(&limits, &scripts, &modules, &schedules).map_err(|err| {
+            HookLoadError::Setup {
+                message: lua_message(&err),
+            }
         })?;
         let engine = HookEngine {
             lua,
@@ -66,11 +86,104 @@ impl HookEngine {
             modules,
             limits,
             generation,
+            schedules,
         };
         for file in &engine.scripts.files {
             engine.run_top_level(file)?;
         }
+        engine.schedules.finish_loading();
+        engine.check_declared_functions()?;
         Ok(engine)
+    }
+
+    /// Fails when a pre-check of runner.yaml names a function the scripts do
+    /// not define.
+    fn check_declared_functions(&self) -> Result<(), HookLoadError> {
+        let globals = self.lua.globals();
+        for check in &self.limits.declared_checks {
+            let found = match globals.get::<Value>(check.function.as_str()) {
+                Ok(Value::Function(_)) => continue,
+                Ok(other) => other.type_name(),
+                Err(_) => "an unreadable value",
+            };
+            return Err(HookLoadError::MissingCheckFunction {
+                check: check.name.clone(),
+                function: check.function.clone(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// Returns the pre-checks the scripts registered with `runner.schedule`.
+    pub fn scheduled_checks(&self) -> Vec<api::ScheduledCheck> {
+        self.schedules.checks()
+    }
+
+    /// Calls the function of pre-check `name` with a table `{ name = name }`
+    /// under the time limit `timeout`, and returns its first two return values
+    /// as a JSON array.
+    pub async fn call_check(
+        &self,
+        name: &str,
+        function: &CheckFunction,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CheckCallError> {
+        let internal = |err: mlua::Error| CheckCallError::Internal {
+            message: lua_message(&err),
+        };
+        let (label, found) = match function {
+            CheckFunction::Global(global) => (
+                global.clone(),
+                self.lua.globals().get::<Value>(global.as_str()),
+            ),
+            CheckFunction::Registered => {
+                let functions: mlua::Table = self
+                    .lua
+                    .named_registry_value(api::FUNCTIONS_KEY)
+                    .map_err(internal)?;
+                (
+                    format!("runner.schedule {name}"),
+                    functions.raw_get::<Value>(name),
+                )
+            }
+        };
+        let Ok(Value::Function(callee)) = found else {
+            return Err(CheckCallError::NotDefined {
+                function: label,
+                generation: self.generation,
+            });
+        };
+        let argument = self.lua.create_table().map_err(internal)?;
+        argument.raw_set("name", name).map_err(internal)?;
+
+        let thread = self.lua.create_thread(callee).map_err(internal)?;
+        let thread_address = thread.to_pointer() as usize;
+        let call = thread
+            .into_async::<mlua::MultiValue>(argument)
+            .map_err(internal)?;
+        let budget = Arc::new(CallBudget::new(label, timeout, Some(thread_address)));
+        let returned = budget::run_async(budget, call)
+            .await
+            .map_err(|interrupted| match interrupted {
+                Interrupted::TimedOut => CheckCallError::TimedOut { limit: timeout },
+                Interrupted::Failed(err) if is_memory_error(&err) => CheckCallError::MemoryLimit {
+                    limit_bytes: self.limits.memory_limit_bytes,
+                },
+                Interrupted::Failed(err) => CheckCallError::Runtime {
+                    message: lua_message(&err),
+                },
+            })?;
+
+        let mut values = Vec::with_capacity(2);
+        for value in returned.into_iter().take(2) {
+            let json =
+                lua_to_json(&self.lua, value).map_err(|err| CheckCallError::InvalidReturn {
+                    message: lua_message(&err),
+                })?;
+            values.push(json);
+        }
+        Ok(serde_json::Value::Array(values))
     }
 
     /// Runs one file's top-level code, unless an earlier file required it.
@@ -238,10 +351,11 @@ fn build_state(
     limits: &HookLimits,
     scripts: &Arc<ScriptSet>,
     modules: &Arc<ModuleRegistry>,
+    schedules: &Arc<api::ScheduleRegistry>,
 ) -> mlua::Result<Lua> {
     let lua = sandbox::new_state(limits)?;
     lazy::install(&lua)?;
     modules::register_require(&lua, Arc::clone(scripts), Arc::clone(modules))?;
-    api::register_all(&lua, limits)?;
+    api::register_all(&lua, limits, Arc::clone(schedules))?;
     Ok(lua)
 }

@@ -47,6 +47,15 @@ pub enum HookLoadError {
     /// The top-level code of a script ran out of Lua memory.
     #[error("loading {file} exceeded the Lua memory limit of {limit_bytes} bytes")]
     MemoryLimit { file: String, limit_bytes: usize },
+    /// A pre-check of runner.yaml names a hook function the scripts do not define.
+    #[error(
+        "pre-check {check}: the hook scripts define no function {function} (found {found}); define a global function {function} or change the check's hook"
+    )]
+    MissingCheckFunction {
+        check: String,
+        function: String,
+        found: &'static str,
+    },
     /// The Lua state or the runner API could not be set up.
     #[error("failed to set up the Lua state: {message}")]
     Setup { message: String },
@@ -81,6 +90,29 @@ pub enum HookError {
     /// The Lua state rejected an internal operation, such as creating a thread.
     #[error("{hook}: Lua state error: {message}")]
     Internal { hook: HookPoint, message: String },
+}
+
+/// Failure of one pre-check call. The engine stays usable for the next call.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckCallError {
+    /// The function is not defined in the generation serving.
+    #[error("function {function} is not defined in hook generation {generation}")]
+    NotDefined { function: String, generation: u64 },
+    /// The call ran longer than the check's timeout.
+    #[error("timed out after {}", format_duration(*.limit))]
+    TimedOut { limit: Duration },
+    /// The Lua state reached its memory limit.
+    #[error("exceeded the Lua memory limit of {limit_bytes} bytes")]
+    MemoryLimit { limit_bytes: usize },
+    /// The function raised an error.
+    #[error("{message}")]
+    Runtime { message: String },
+    /// The returned values cannot be represented as JSON.
+    #[error("returned a value that cannot be converted to JSON: {message}")]
+    InvalidReturn { message: String },
+    /// The Lua state rejected an internal operation.
+    #[error("Lua state error: {message}")]
+    Internal { message: String },
 }
 
 /// Failure to start the file watcher.

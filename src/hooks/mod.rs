@@ -21,7 +21,8 @@
 //!   has a memory limit (see [`HookLimits`]). A call that fails, times out or runs
 //!   out of memory fails alone, and the state keeps serving the next call.
 //! - **Runner API.** The `runner` global: `runner.sleep`, `runner.log`,
-//!   `runner.json`, `runner.yaml` and `runner.env` (see the `api` submodule).
+//!   `runner.json`, `runner.yaml`, `runner.env`, `runner.fs`, `runner.schedule`
+//!   and more (see the `api` submodule).
 //! - **Generations.** [`HookSet`] serves the newest state that loaded without
 //!   errors, swaps in a new one on [`HookSet::reload`], and lets calls in flight
 //!   finish on the state they started on. [`watch`] turns file changes into reload
@@ -48,9 +49,11 @@ mod tests;
 use std::fmt;
 use std::time::Duration;
 
+pub use api::ScheduledCheck;
 pub use budget::INSTRUCTIONS_PER_CHECK;
+pub use engine::CheckFunction;
 pub use engine::HookEngine;
-pub use error::{HookError, HookLoadError, HookWatchError};
+pub use error::{CheckCallError, HookError, HookLoadError, HookWatchError};
 pub use scripts::MAX_SCRIPT_BYTES;
 pub use set::{HookSet, ReloadReport};
 pub use watch::{ReloadRequest, WatchHandle, watch};
@@ -120,6 +123,20 @@ pub struct HookLimits {
     pub secrets: Option<SecretLookup>,
     /// Masks secrets in what `runner.exec` and `runner.http.request` return.
     pub redactor: Option<HookRedactor>,
+    /// Pre-checks of runner.yaml that call a hook function. Loading fails when
+    /// a function is missing, and scripts cannot register a check of the same name.
+    pub declared_checks: Vec<DeclaredCheck>,
+    /// The runner's work directory, published as `runner.fs.work_dir`.
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+/// A pre-check of runner.yaml and the global function it calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredCheck {
+    /// Name of the check.
+    pub name: String,
+    /// Name of the global Lua function.
+    pub function: String,
 }
 
 /// The runner's redactor, as used by hook API functions.
@@ -200,6 +217,8 @@ impl Default for HookLimits {
             events: None,
             secrets: None,
             redactor: None,
+            declared_checks: Vec::new(),
+            work_dir: None,
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct HookSet {
     current: RwLock<Arc<HookEngine>>,
     /// Serializes reloads, so generation numbers follow the order of swaps.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Number of the generation serving, for tasks that follow reloads.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 /// Result of a successful [`HookSet::reload`].
@@ -43,11 +45,13 @@ impl HookSet {
     /// code runs, like [`HookEngine::load`].
     pub fn load(dir: &Path, limits: HookLimits) -> Result<HookSet, HookLoadError> {
         let engine = HookEngine::load(dir, limits.clone())?;
+        let (generation, _) = tokio::sync::watch::channel(engine.generation());
         Ok(HookSet {
             dir: dir.to_path_buf(),
             limits,
             current: RwLock::new(Arc::new(engine)),
             reload_lock: tokio::sync::Mutex::new(()),
+            generation,
         })
     }
 
@@ -63,6 +67,12 @@ impl HookSet {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Arc::clone(&current)
+    }
+
+    /// Returns a receiver of the number of the generation serving; it changes
+    /// after each reload that swaps in a new generation.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Fires a hook on the current generation. See [`HookEngine::fire`].
@@ -107,6 +117,7 @@ impl HookSet {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::clone(&engine);
+        self.generation.send_replace(engine.generation());
         tracing::info!(
             dir = %self.dir.display(),
             generation = engine.generation(),

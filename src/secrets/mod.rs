@@ -6,6 +6,7 @@
 //! with the redactor before returning it. Values are kept in [`SecretValue`],
 //! whose Debug and Display print a mask.
 
+pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "azure")]
@@ -15,9 +16,11 @@ pub mod fields;
 pub mod gcp;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+pub mod policy;
 mod providers;
 mod reference;
 mod resolver;
+pub mod routing;
 #[cfg(all(test, any(feature = "aws", feature = "gcp")))]
 mod test_server;
 
@@ -25,9 +28,11 @@ use std::sync::Arc;
 
 use crate::config::{ProviderConfig, SecretsConfig};
 use crate::redact::{MASK, Redactor};
+pub use policy::{AccessPolicy, Scope};
 pub use providers::{EnvProvider, FileProvider};
 pub use reference::{REFERENCE_PREFIX, ReferenceError, SecretRef};
-pub use resolver::{Resolver, ResolverSettings, Source};
+pub use resolver::{Mapped, Resolver, ResolverSettings, Source};
+pub use routing::{NamedProvider, ProviderSet, Route};
 
 /// A resolved secret value. Debug and Display print a mask, never the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,7 +72,7 @@ pub enum SecretError {
     #[error("{reference} was not found in the {provider} store (looked up as {name:?})")]
     NotFound {
         reference: String,
-        provider: &'static str,
+        provider: String,
         name: String,
     },
     #[error(
@@ -75,14 +80,14 @@ pub enum SecretError {
     )]
     AccessDenied {
         reference: String,
-        provider: &'static str,
+        provider: String,
         name: String,
         detail: String,
     },
     #[error("cannot map {reference} to a {provider} secret name: {detail}")]
     InvalidName {
         reference: String,
-        provider: &'static str,
+        provider: String,
         detail: String,
     },
     #[error(
@@ -90,7 +95,7 @@ pub enum SecretError {
     )]
     Throttled {
         reference: String,
-        provider: &'static str,
+        provider: String,
         name: String,
         attempts: u32,
     },
@@ -99,7 +104,7 @@ pub enum SecretError {
     )]
     Disabled {
         reference: String,
-        provider: &'static str,
+        provider: String,
         name: String,
         detail: String,
     },
@@ -108,7 +113,7 @@ pub enum SecretError {
     )]
     Network {
         reference: String,
-        provider: &'static str,
+        provider: String,
         name: String,
         attempts: u32,
         detail: String,
@@ -118,10 +123,14 @@ pub enum SecretError {
     )]
     Provider {
         reference: String,
-        provider: &'static str,
+        provider: String,
         name: String,
         detail: String,
     },
+    #[error(
+        "cannot write the audit record for {reference}, so its value is not used: {detail}; check that secrets.audit.path is writable"
+    )]
+    Audit { reference: String, detail: String },
 }
 
 impl SecretError {
@@ -136,7 +145,8 @@ impl SecretError {
             | SecretError::Throttled { reference, .. }
             | SecretError::Disabled { reference, .. }
             | SecretError::Network { reference, .. }
-            | SecretError::Provider { reference, .. } => reference,
+            | SecretError::Provider { reference, .. }
+            | SecretError::Audit { reference, .. } => reference,
         }
     }
 }
@@ -172,17 +182,21 @@ pub struct MappedName {
     pub name: String,
     /// A version to read; the reference's own version when `None`.
     pub version: Option<String>,
+    /// The store to read from, by name; the routed store when `None`.
+    pub provider: Option<String>,
 }
 
 /// Maps references to store names ahead of the provider's default mapping.
 /// The hook engine implements it, so this module needs nothing from hooks.
 #[async_trait::async_trait]
 pub trait NameMapper: Send + Sync {
-    /// Returns the name to use, or `None` for the provider's default mapping.
+    /// Returns the name to use, or `None` for the default mapping of the
+    /// routed store. `provider` is the routed store's name and `kind` its type.
     async fn map(
         &self,
         reference: &SecretRef,
-        provider: &'static str,
+        provider: &str,
+        kind: &'static str,
     ) -> Result<Option<MappedName>, String>;
 }
 
@@ -219,47 +233,39 @@ pub async fn build_provider(config: &ProviderConfig) -> Result<Arc<dyn SecretPro
     })
 }
 
-/// Builds the resolver described by the `secrets` section of runner.yaml.
+/// Builds the resolver described by the `secrets` section of runner.yaml,
+/// with its stores and its audit log. A store or audit log that cannot be set
+/// up stops the runner at startup.
 pub async fn resolver_from_config(
     config: &SecretsConfig,
     redactor: Arc<Redactor>,
 ) -> Result<Resolver, String> {
-    let provider = build_provider(&config.provider).await?;
-    Ok(Resolver::new(
-        provider,
+    let mut providers = std::collections::BTreeMap::new();
+    for (name, provider) in &config.providers {
+        let built = build_provider(provider)
+            .await
+            .map_err(|error| format!("provider {name:?}: {error}"))?;
+        providers.insert(name.clone(), built);
+    }
+    let providers = ProviderSet::new(
+        providers,
+        config.routes.clone(),
+        config.default_provider.clone(),
+    )?;
+    let resolver = Resolver::with_providers(
+        providers,
         AccessPolicy::new(config.allowed_prefixes.clone()),
         redactor,
         config.resolver.clone(),
-    ))
-}
-
-/// The allowed reference prefixes.
-#[derive(Debug, Clone)]
-pub struct AccessPolicy {
-    prefixes: Vec<String>,
-}
-
-impl AccessPolicy {
-    pub fn new(prefixes: Vec<String>) -> Self {
-        AccessPolicy { prefixes }
-    }
-
-    /// Allows a reference under one of the prefixes. References never hold
-    /// `.` or `..` segments (the parser rejects them), so a prefix match
-    /// cannot be escaped.
-    pub fn check(&self, reference: &SecretRef) -> Result<(), SecretError> {
-        if self
-            .prefixes
-            .iter()
-            .any(|prefix| reference.path().starts_with(prefix.as_str()))
-        {
-            return Ok(());
-        }
-        Err(SecretError::Denied {
-            reference: reference.to_string(),
-            allowed: self.prefixes.join(", "),
-        })
-    }
+    );
+    let audit = audit::AuditLog::open(config.audit.clone()).map_err(|error| {
+        format!(
+            "cannot open the audit log {}: {error}; check secrets.audit.path",
+            config.audit.path.display()
+        )
+    })?;
+    resolver.set_audit(audit);
+    Ok(resolver)
 }
 
 #[cfg(test)]

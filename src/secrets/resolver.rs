@@ -1,5 +1,5 @@
-//! Resolution of references: policy, name mapping, timeouts, retries,
-//! single-flight and the optional cache.
+//! Resolution of references: policy, routing to a store, name mapping,
+//! timeouts, retries, single-flight, the optional cache and the audit log.
 //!
 //! Concurrent lookups of the same store name and version share one request.
 //! The cache is off unless `secrets.cache_ttl` is set, so a rotated value is
@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::{StreamExt, stream};
 
+use super::audit::{self, AuditEntry, AuditLog, Outcome};
+use super::policy::Scope;
+use super::routing::{NamedProvider, ProviderSet};
 use super::{
     AccessPolicy, FetchError, NameMapper, SecretError, SecretProvider, SecretRef, SecretValue,
 };
@@ -56,14 +59,24 @@ pub enum Source {
     Cache,
 }
 
-/// A store name and version: the key of the cache and of in-flight requests.
-type Key = (String, Option<String>);
+/// A store, its store-side name and version: the key of the cache and of
+/// in-flight requests.
+type Key = (String, String, Option<String>);
+
+/// Where a reference is read: the store, the store-side name and the version.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    pub provider: NamedProvider,
+    pub name: String,
+    pub version: Option<String>,
+}
 
 type SharedFetch = Shared<BoxFuture<'static, Result<SecretValue, SecretError>>>;
 
 struct Inner {
-    provider: Arc<dyn SecretProvider>,
+    providers: ProviderSet,
     policy: AccessPolicy,
+    audit: std::sync::OnceLock<AuditLog>,
     redactor: Arc<Redactor>,
     settings: ResolverSettings,
     in_flight: Mutex<HashMap<Key, SharedFetch>>,
@@ -81,16 +94,28 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// Creates a resolver with a single store.
     pub fn new(
         provider: Arc<dyn SecretProvider>,
         policy: AccessPolicy,
         redactor: Arc<Redactor>,
         settings: ResolverSettings,
     ) -> Self {
+        Self::with_providers(ProviderSet::single(provider), policy, redactor, settings)
+    }
+
+    /// Creates a resolver with several stores and routes.
+    pub fn with_providers(
+        providers: ProviderSet,
+        policy: AccessPolicy,
+        redactor: Arc<Redactor>,
+        settings: ResolverSettings,
+    ) -> Self {
         Resolver {
             inner: Arc::new(Inner {
-                provider,
+                providers,
                 policy,
+                audit: std::sync::OnceLock::new(),
                 redactor,
                 settings,
                 in_flight: Mutex::new(HashMap::new()),
@@ -105,8 +130,14 @@ impl Resolver {
         &self.inner.policy
     }
 
-    pub fn provider_kind(&self) -> &'static str {
-        self.inner.provider.kind()
+    pub fn providers(&self) -> &ProviderSet {
+        &self.inner.providers
+    }
+
+    /// Sets the audit log that records every resolution attempt. Only the
+    /// first call has an effect.
+    pub fn set_audit(&self, log: AuditLog) {
+        let _ = self.inner.audit.set(log);
     }
 
     /// Sets the mapping consulted before the provider's default one.
@@ -119,13 +150,12 @@ impl Resolver {
         *slot = Some(mapper);
     }
 
-    /// Maps a reference to its store name and version, as `resolve` does:
-    /// through the mapper when one is set and returns a name, else with the
-    /// provider's default mapping.
-    pub async fn mapped(
-        &self,
-        reference: &SecretRef,
-    ) -> Result<(String, Option<String>), SecretError> {
+    /// Maps a reference to its store, store-side name and version, as
+    /// `resolve` does: the route picks the store, then the mapper, when one is
+    /// set and returns a name, may pick the name, the version and another
+    /// store; else the store's default mapping applies.
+    pub async fn mapped(&self, reference: &SecretRef) -> Result<Mapped, SecretError> {
+        let routed = self.inner.providers.route(reference);
         let mapper = self
             .inner
             .mapper
@@ -133,59 +163,111 @@ impl Resolver {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
         if let Some(mapper) = mapper {
-            let provider = self.inner.provider.kind();
-            let mapped = mapper.map(reference, provider).await.map_err(|detail| {
-                SecretError::InvalidName {
-                    reference: reference.to_string(),
-                    provider,
-                    detail,
-                }
-            })?;
+            let invalid = |detail: String| SecretError::InvalidName {
+                reference: reference.to_string(),
+                provider: routed.label(),
+                detail,
+            };
+            let mapped = mapper
+                .map(reference, &routed.name, routed.provider.kind())
+                .await
+                .map_err(invalid)?;
             if let Some(mapped) = mapped {
+                let provider = match &mapped.provider {
+                    None => routed,
+                    Some(name) => self.inner.providers.get(name).ok_or_else(|| {
+                        invalid(format!(
+                            "the mapping chose provider {name:?}, which is not configured; configured providers: {}",
+                            self.inner.providers.names().join(", ")
+                        ))
+                    })?,
+                };
                 let version = mapped
                     .version
                     .or_else(|| reference.version().map(str::to_string));
-                return Ok((mapped.name, version));
+                return Ok(Mapped {
+                    provider: provider.clone(),
+                    name: mapped.name,
+                    version,
+                });
             }
         }
-        let name = self.mapped_name(reference)?;
-        Ok((name, reference.version().map(str::to_string)))
+        let name = default_name(routed, reference)?;
+        Ok(Mapped {
+            provider: routed.clone(),
+            name,
+            version: reference.version().map(str::to_string),
+        })
     }
 
-    /// Maps a reference with the provider's default mapping.
-    pub fn mapped_name(&self, reference: &SecretRef) -> Result<String, SecretError> {
-        self.inner
-            .provider
-            .map_name(reference)
-            .map_err(|detail| SecretError::InvalidName {
-                reference: reference.to_string(),
-                provider: self.inner.provider.kind(),
-                detail,
-            })
-    }
-
-    /// Resolves one reference.
+    /// Resolves one reference outside any run.
     pub async fn resolve(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
-        self.resolve_with_source(reference)
+        self.resolve_in(reference, &Scope::default())
             .await
             .map(|(value, _)| value)
     }
 
-    /// Resolves one reference and returns whether the cache served it.
+    /// Resolves one reference outside any run and returns whether the cache
+    /// served it.
     pub async fn resolve_with_source(
         &self,
         reference: &SecretRef,
     ) -> Result<(SecretValue, Source), SecretError> {
-        if let Err(error) = self.inner.policy.check(reference) {
-            tracing::warn!(reference = %reference, "secret reference denied by policy");
-            return Err(error);
-        }
-        let key: Key = self.mapped(reference).await?;
+        self.resolve_in(reference, &Scope::default()).await
+    }
+
+    /// Checks a reference against the policy for `scope`, recording a denial
+    /// in the audit log.
+    pub async fn authorize(&self, reference: &SecretRef, scope: &Scope) -> Result<(), SecretError> {
+        let started = Instant::now();
+        let Err(error) = self.inner.policy.check(reference, scope) else {
+            return Ok(());
+        };
+        tracing::warn!(reference = %reference, run_id = scope.run_id.as_deref().unwrap_or("-"), "secret reference denied by policy");
+        let mut entry = AuditEntry::new(reference, scope);
+        self.finish_entry(&mut entry, started, Err(&error));
+        self.write_audit(reference, entry).await?;
+        Err(error)
+    }
+
+    /// Resolves one reference for `scope` and returns whether the cache
+    /// served it. Every attempt is written to the audit log when one is set.
+    pub async fn resolve_in(
+        &self,
+        reference: &SecretRef,
+        scope: &Scope,
+    ) -> Result<(SecretValue, Source), SecretError> {
+        self.authorize(reference, scope).await?;
+        let started = Instant::now();
+        let mut entry = AuditEntry::new(reference, scope);
+        let result = self.lookup(reference, &mut entry).await;
+        let outcome = result.as_ref().map(|(_, source)| *source);
+        self.finish_entry(&mut entry, started, outcome);
+        self.write_audit(reference, entry).await?;
+        result
+    }
+
+    /// Maps and fetches, filling in the store-side part of `entry`.
+    async fn lookup(
+        &self,
+        reference: &SecretRef,
+        entry: &mut AuditEntry,
+    ) -> Result<(SecretValue, Source), SecretError> {
+        entry.provider = Some(self.inner.providers.route(reference).name.clone());
+        let mapped = self.mapped(reference).await?;
+        entry.provider = Some(mapped.provider.name.clone());
+        entry.name = Some(mapped.name.clone());
+        entry.version = mapped.version.clone();
+        let key: Key = (
+            mapped.provider.name.clone(),
+            mapped.name.clone(),
+            mapped.version.clone(),
+        );
         if let Some(value) = self.cached(&key) {
             return Ok((value, Source::Cache));
         }
 
-        let fetch = self.shared_fetch(reference, &key);
+        let fetch = self.shared_fetch(reference, &mapped, &key);
         let result = fetch.await;
         self.lock_in_flight().remove(&key);
         let value = result?;
@@ -196,23 +278,69 @@ impl Resolver {
         Ok((value, Source::Store))
     }
 
-    /// Resolves distinct references concurrently. The policy is checked for
-    /// all of them first, so a denied reference stops the run before any
-    /// fetch. Returns the first failure in reference order when any fails.
+    fn finish_entry(
+        &self,
+        entry: &mut AuditEntry,
+        started: Instant,
+        result: Result<Source, &SecretError>,
+    ) {
+        entry.duration_ms = audit::millis(started.elapsed());
+        match result {
+            Ok(source) => {
+                entry.outcome = Outcome::Resolved;
+                entry.cached = source == Source::Cache;
+            }
+            Err(error) => {
+                entry.outcome = Outcome::of_error(error);
+                entry.error = Some(error.to_string());
+            }
+        }
+    }
+
+    /// Appends `entry` to the audit log, when one is set. A failed write fails
+    /// the resolution.
+    async fn write_audit(
+        &self,
+        reference: &SecretRef,
+        entry: AuditEntry,
+    ) -> Result<(), SecretError> {
+        let Some(log) = self.inner.audit.get() else {
+            return Ok(());
+        };
+        log.append(entry).await.map_err(|error| {
+            tracing::error!(reference = %reference, %error, "cannot write the secret audit log");
+            SecretError::Audit {
+                reference: reference.to_string(),
+                detail: error.to_string(),
+            }
+        })
+    }
+
+    /// Resolves distinct references concurrently for `scope`. The policy is
+    /// checked for all of them first, so a denied reference stops the run
+    /// before any fetch. Returns the first failure in reference order when any
+    /// fails.
     pub async fn resolve_all(
         &self,
         references: &BTreeSet<SecretRef>,
+        scope: &Scope,
     ) -> Result<BTreeMap<SecretRef, SecretValue>, SecretError> {
+        let mut denied = None;
         for reference in references {
-            if let Err(error) = self.inner.policy.check(reference) {
-                tracing::warn!(reference = %reference, "secret reference denied by policy");
-                return Err(error);
+            if let Err(error) = self.authorize(reference, scope).await {
+                denied.get_or_insert(error);
             }
+        }
+        if let Some(error) = denied {
+            return Err(error);
         }
         let results: Vec<(SecretRef, Result<SecretValue, SecretError>)> =
             stream::iter(references.iter().cloned())
                 .map(|reference| async move {
-                    let result = self.resolve(&reference).await;
+                    let result = self
+                        .resolve_in(&reference, scope)
+                        .await
+                        .map(|(value, _)| value);
                     (reference, result)
                 })
                 .buffer_unordered(self.inner.settings.concurrency.max(1))
@@ -250,16 +378,16 @@ impl Resolver {
     }
 
     /// Returns the in-flight fetch of `key`, starting one when there is none.
-    fn shared_fetch(&self, reference: &SecretRef, key: &Key) -> SharedFetch {
+    fn shared_fetch(&self, reference: &SecretRef, mapped: &Mapped, key: &Key) -> SharedFetch {
         let mut in_flight = self.lock_in_flight();
         if let Some(fetch) = in_flight.get(key) {
             return fetch.clone();
         }
         let inner = Arc::clone(&self.inner);
         let reference = reference.clone();
-        let (name, version) = key.clone();
+        let mapped = mapped.clone();
         let fetch = async move {
-            let value = fetch_with_retry(&inner, &reference, &name, version.as_deref()).await?;
+            let value = fetch_with_retry(&inner, &reference, &mapped).await?;
             register(&inner, &reference, &value);
             Ok(value)
         }
@@ -289,14 +417,15 @@ impl Resolver {
 async fn fetch_with_retry(
     inner: &Inner,
     reference: &SecretRef,
-    name: &str,
-    version: Option<&str>,
+    mapped: &Mapped,
 ) -> Result<SecretValue, SecretError> {
     let settings = &inner.settings;
+    let provider = &mapped.provider;
+    let (name, version) = (mapped.name.as_str(), mapped.version.as_deref());
     let max_attempts = settings.max_attempts.max(1);
     let mut attempt = 1;
     loop {
-        let result = tokio::time::timeout(settings.timeout, inner.provider.fetch(name, version))
+        let result = tokio::time::timeout(settings.timeout, provider.provider.fetch(name, version))
             .await
             .unwrap_or_else(|_| {
                 Err(FetchError::Network(format!(
@@ -313,7 +442,7 @@ async fn fetch_with_retry(
             FetchError::Throttled { .. } | FetchError::Network(_) | FetchError::Unavailable(_)
         );
         if !retryable || attempt >= max_attempts {
-            return Err(to_secret_error(error, inner, reference, name, attempt));
+            return Err(to_secret_error(error, provider, reference, name, attempt));
         }
         let delay = match &error {
             FetchError::Throttled {
@@ -325,7 +454,7 @@ async fn fetch_with_retry(
         };
         tracing::warn!(
             reference = %reference,
-            provider = inner.provider.kind(),
+            provider = %provider.label(),
             attempt,
             delay_ms = delay.as_millis() as u64,
             error = %describe(&error),
@@ -351,13 +480,13 @@ fn describe(error: &FetchError) -> String {
 
 fn to_secret_error(
     error: FetchError,
-    inner: &Inner,
+    provider: &NamedProvider,
     reference: &SecretRef,
     name: &str,
     attempts: u32,
 ) -> SecretError {
     let reference = reference.to_string();
-    let provider = inner.provider.kind();
+    let provider = provider.label();
     let name = name.to_string();
     match error {
         FetchError::NotFound => SecretError::NotFound {
@@ -402,6 +531,18 @@ fn to_secret_error(
             detail,
         },
     }
+}
+
+/// Maps a reference with the default mapping of `provider`.
+fn default_name(provider: &NamedProvider, reference: &SecretRef) -> Result<String, SecretError> {
+    provider
+        .provider
+        .map_name(reference)
+        .map_err(|detail| SecretError::InvalidName {
+            reference: reference.to_string(),
+            provider: provider.label(),
+            detail,
+        })
 }
 
 /// Registers a value with the redactor; warns once per reference when the

@@ -59,7 +59,10 @@ async fn outside_prefix_is_denied_before_fetch() {
     // Removing the file shows the provider is never called: a fetch would fail to read it.
     drop(file);
     let references: BTreeSet<SecretRef> = [reference("secret:/prod/payments/db-password")].into();
-    let error = resolver.resolve_all(&references).await.unwrap_err();
+    let error = resolver
+        .resolve_all(&references, &Scope::default())
+        .await
+        .unwrap_err();
     assert!(matches!(error, SecretError::Denied { .. }), "{error}");
     assert!(error.to_string().contains("outside the allowed prefixes"));
 }

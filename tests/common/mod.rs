@@ -410,7 +410,7 @@ impl TestEnv {
         for (key, value) in &config.runs {
             runs[key] = value.clone();
         }
-        let document = json!({
+        let mut document = json!({
             "agent_id": config.agent_id,
             "control_plane": control,
             "runs": runs,
@@ -422,7 +422,11 @@ impl TestEnv {
             "state_dir": "state",
             "log": { "level": "debug" },
             "hooks": config.hooks,
+            "prechecks": config.prechecks,
         });
+        for (name, value) in &config.sections {
+            document[name] = value.clone();
+        }
         let path = folder.join("runner.yaml");
         std::fs::write(
             &path,
@@ -797,6 +801,10 @@ pub struct RunnerConfig {
     pub signing: Option<Value>,
     /// More keys of the `runs` section, such as `drain_timeout`.
     pub runs: BTreeMap<String, Value>,
+    /// Further top-level sections of runner.yaml, written as given.
+    pub sections: BTreeMap<String, Value>,
+    /// The `prechecks` list of runner.yaml, when set.
+    pub prechecks: Option<Value>,
 }
 
 impl RunnerConfig {
@@ -816,7 +824,15 @@ impl RunnerConfig {
             hooks: None,
             signing: None,
             runs: BTreeMap::new(),
+            sections: BTreeMap::new(),
+            prechecks: None,
         }
+    }
+
+    /// Sets the `prechecks` list of runner.yaml.
+    pub fn prechecks(mut self, checks: Value) -> Self {
+        self.prechecks = Some(checks);
+        self
     }
 
     /// Loads Lua hooks from `dir`.
@@ -887,6 +903,13 @@ impl RunnerConfig {
         self
     }
 
+    /// Adds the top-level section `name` to runner.yaml, in place of the one
+    /// the harness writes, if any.
+    pub fn section(mut self, name: &str, value: Value) -> Self {
+        self.sections.insert(name.to_string(), value);
+        self
+    }
+
     pub fn process_env(mut self, name: &str, value: &str) -> Self {
         self.process_env.insert(name.to_string(), value.to_string());
         self
@@ -910,6 +933,7 @@ impl Runner {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Returns the runner's stdout, stderr and secret access audit log.
     pub fn outputs(&self) -> Vec<Output> {
         vec![
             Output::new(
@@ -917,6 +941,12 @@ impl Runner {
                 std::fs::read_to_string(&self.stdout_path).unwrap_or_default(),
             ),
             Output::new(format!("runner {} stderr", self.agent_id), self.log()),
+            // The secret access audit log, in the state folder.
+            Output::new(
+                format!("runner {} audit.jsonl", self.agent_id),
+                std::fs::read_to_string(self.work_dir.with_file_name("audit.jsonl"))
+                    .unwrap_or_default(),
+            ),
         ]
     }
 

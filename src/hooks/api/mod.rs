@@ -5,15 +5,18 @@
 //! ([`register_log`]), `runner.json` ([`register_json`]), `runner.yaml`
 //! ([`register_yaml`]), `runner.env` ([`register_env`]), `runner.saas`
 //! ([`register_saas`]), `runner.tcp` ([`register_tcp`]), `runner.secrets`
-//! ([`register_secrets`]), `runner.exec` ([`register_exec`]) and `runner.http`
-//! ([`register_http`]).
+//! ([`register_secrets`]), `runner.exec` ([`register_exec`]), `runner.http`
+//! ([`register_http`]), `runner.fs` ([`register_fs`]) and `runner.schedule`
+//! ([`register_schedule`]).
 
 mod env;
 mod exec;
+mod fs;
 mod http;
 mod json;
 mod log;
 mod saas;
+mod schedule;
 mod secrets;
 mod sleep;
 mod tcp;
@@ -25,11 +28,14 @@ use mlua::{Lua, Table};
 
 pub(crate) use env::register_env;
 pub(crate) use exec::register_exec;
+pub(crate) use fs::register_fs;
 pub(crate) use http::register_http;
 pub(crate) use json::register_json;
 pub(crate) use json::{json_to_lua, lua_to_json};
 pub(crate) use log::register_log;
 pub(crate) use saas::register_saas;
+pub use schedule::ScheduledCheck;
+pub(crate) use schedule::{FUNCTIONS_KEY, ScheduleRegistry, register_schedule};
 pub(crate) use secrets::register_secrets;
 pub(crate) use sleep::register_sleep;
 pub(crate) use tcp::register_tcp;
@@ -41,7 +47,11 @@ pub(crate) use yaml::register_yaml;
 pub(crate) const MAX_DECODE_BYTES: usize = 1024 * 1024;
 
 /// Creates the `runner` global with every API area.
-pub(crate) fn register_all(lua: &Lua, limits: &super::HookLimits) -> mlua::Result<()> {
+pub(crate) fn register_all(
+    lua: &Lua,
+    limits: &super::HookLimits,
+    schedules: Arc<ScheduleRegistry>,
+) -> mlua::Result<()> {
     let runner = lua.create_table()?;
     register_sleep(lua, &runner)?;
     register_log(lua, &runner)?;
@@ -53,6 +63,8 @@ pub(crate) fn register_all(lua: &Lua, limits: &super::HookLimits) -> mlua::Resul
     register_secrets(lua, &runner, limits.secrets.clone())?;
     register_exec(lua, &runner, limits.redactor.clone())?;
     register_http(lua, &runner, limits.redactor.clone())?;
+    register_fs(lua, &runner, limits.work_dir.clone())?;
+    register_schedule(lua, &runner, schedules)?;
     lua.globals().raw_set("runner", runner)
 }
 

@@ -5,6 +5,7 @@ mod engine;
 mod limits;
 mod reload;
 mod sandbox;
+mod schedule;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +38,8 @@ fn test_limits() -> HookLimits {
         events: None,
         secrets: None,
         redactor: None,
+        declared_checks: Vec::new(),
+        work_dir: None,
     }
 }
 
