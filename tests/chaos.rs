@@ -18,24 +18,9 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use common::{ControlPlane, RunnerConfig, Signal, TestEnv, states, submission, wait_until};
-
-const WORKFLOW: &str = "
-source:
-  type: mysql
-  serviceName: local_mysql
-  serviceConnection:
-    config:
-      type: Mysql
-      username: openmetadata_user
-      hostPort: mysql.internal:3306
-  sourceConfig:
-    config:
-      type: DatabaseMetadata
-sink:
-  type: metadata-rest
-  config: {}
-";
+use common::{
+    ControlPlane, PLAIN_WORKFLOW, RunnerConfig, Signal, TestEnv, states, submission, wait_until,
+};
 
 /// Returns a generator seeded from `CHAOS_SEED` or the clock, and prints the seed.
 fn seeded_rng(test: &str) -> StdRng {
@@ -93,7 +78,7 @@ async fn runner_killed_during_hundred_runs() {
         let batch = rng.random_range(3..=15).min(total - run_ids.len());
         for _ in 0..batch {
             let run_id = format!("chaos-{:03}", run_ids.len() + 1);
-            let mut body = submission("chaos-runner", WORKFLOW);
+            let mut body = submission("chaos-runner", PLAIN_WORKFLOW);
             body["runId"] = json!(run_id);
             submit_when_connected(&control_plane, &body).await;
             run_ids.push(run_id);
@@ -209,7 +194,7 @@ async fn control_plane_outage_loses_nothing() {
     let mut run_ids = Vec::new();
     for number in 1..=20 {
         let run_id = format!("outage-{number:02}");
-        let mut body = submission("outage-runner", WORKFLOW);
+        let mut body = submission("outage-runner", PLAIN_WORKFLOW);
         body["runId"] = json!(run_id);
         control_plane.submit(&body).await;
         run_ids.push(run_id);

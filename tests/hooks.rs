@@ -10,24 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{RunnerConfig, TestEnv, rejection_reason, submission, wait_until};
-
-const WORKFLOW: &str = "
-source:
-  type: mysql
-  serviceName: local_mysql
-  serviceConnection:
-    config:
-      type: Mysql
-      username: openmetadata_user
-      hostPort: mysql.internal:3306
-  sourceConfig:
-    config:
-      type: DatabaseMetadata
-sink:
-  type: metadata-rest
-  config: {}
-";
+use common::{PLAIN_WORKFLOW, RunnerConfig, TestEnv, rejection_reason, submission, wait_until};
 
 /// Copies the resolved config and one hook-set variable into `$OUT`, named
 /// after the run id. (runner.yaml expands `${...}`, so the script avoids it.)
@@ -77,7 +60,7 @@ async fn pre_run_changes_config_and_env() {
     control_plane.wait_connected(&runner).await;
 
     let run_id = control_plane
-        .submit(&submission("hooked-runner", WORKFLOW))
+        .submit(&submission("hooked-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
 
@@ -108,7 +91,7 @@ async fn pre_run_rejection_reaches_control_plane() {
     );
     control_plane.wait_connected(&runner).await;
 
-    let mut body = submission("gatekeeper-runner", WORKFLOW);
+    let mut body = submission("gatekeeper-runner", PLAIN_WORKFLOW);
     body["pipelineFqn"] = "blocked.pipeline".into();
     let run_id = control_plane.submit(&body).await;
     let document = control_plane.wait_final(&run_id).await;
@@ -141,7 +124,7 @@ async fn failing_hook_rejects_with_file_and_line() {
     control_plane.wait_connected(&runner).await;
 
     let run_id = control_plane
-        .submit(&submission("erroring-runner", WORKFLOW))
+        .submit(&submission("erroring-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
 
@@ -177,7 +160,7 @@ async fn hooks_reload_after_broken_edit() {
     );
     runner.wait_log("hooks reload failed").await;
     let run_id = control_plane
-        .submit(&submission("reloading-runner", WORKFLOW))
+        .submit(&submission("reloading-runner", PLAIN_WORKFLOW))
         .await;
     control_plane.wait_final(&run_id).await;
     let greeting = std::fs::read_to_string(out.join(format!("{run_id}.env"))).expect("env file");
@@ -205,7 +188,7 @@ async fn hooks_reload_after_broken_edit() {
         Duration::from_secs(20),
         async || {
             let run_id = control_plane
-                .submit(&submission("reloading-runner", WORKFLOW))
+                .submit(&submission("reloading-runner", PLAIN_WORKFLOW))
                 .await;
             control_plane.wait_final(&run_id).await;
             let greeting = std::fs::read_to_string(out.join(format!("{run_id}.env"))).ok()?;
@@ -483,7 +466,7 @@ end
     control_plane.wait_connected(&runner).await;
 
     let run_id = control_plane
-        .submit(&submission("secretive-runner", WORKFLOW))
+        .submit(&submission("secretive-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
     assert_eq!(document["finalState"], "success", "run: {document}");
@@ -550,7 +533,7 @@ end
     control_plane.wait_connected(&runner).await;
 
     let run_id = control_plane
-        .submit(&submission("exec-runner", WORKFLOW))
+        .submit(&submission("exec-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
     assert_eq!(document["finalState"], "success", "run: {document}");
@@ -599,7 +582,7 @@ end
     );
     control_plane.wait_connected(&runner).await;
     let workflow = format!(
-        "{WORKFLOW}workflowConfig:\n  openMetadataServerConfig:\n    hostPort: {}\n",
+        "{PLAIN_WORKFLOW}workflowConfig:\n  openMetadataServerConfig:\n    hostPort: {}\n",
         control_plane.base
     );
 
@@ -655,12 +638,12 @@ end
 
     let mut bad = Vec::new();
     for fqn in ["svc.loop", "svc.memory", "svc.error"] {
-        let mut body = submission("sturdy-runner", WORKFLOW);
+        let mut body = submission("sturdy-runner", PLAIN_WORKFLOW);
         body["pipelineFqn"] = fqn.into();
         bad.push((fqn, control_plane.submit(&body).await));
     }
     let good = control_plane
-        .submit(&submission("sturdy-runner", WORKFLOW))
+        .submit(&submission("sturdy-runner", PLAIN_WORKFLOW))
         .await;
 
     let document = control_plane.wait_final(&good).await;
@@ -677,7 +660,7 @@ end
     }
     // The runner still serves after all three.
     let after = control_plane
-        .submit(&submission("sturdy-runner", WORKFLOW))
+        .submit(&submission("sturdy-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&after).await;
     assert_eq!(document["finalState"], "success", "run: {document}");

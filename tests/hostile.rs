@@ -10,25 +10,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use common::{
-    ControlPlane, Runner, RunnerConfig, TestEnv, rejection_reason, submission, wait_until,
+    ControlPlane, PLAIN_WORKFLOW, Runner, RunnerConfig, TestEnv, rejection_reason, submission,
+    wait_until,
 };
-
-const WORKFLOW: &str = "
-source:
-  type: mysql
-  serviceName: local_mysql
-  serviceConnection:
-    config:
-      type: Mysql
-      username: openmetadata_user
-      hostPort: mysql.internal:3306
-  sourceConfig:
-    config:
-      type: DatabaseMetadata
-sink:
-  type: metadata-rest
-  config: {}
-";
 
 /// Starts a runner whose workflow appends a line to `$OUT/starts`.
 async fn start(env: &TestEnv, control_plane: &ControlPlane, agent_id: &str) -> (Runner, PathBuf) {
@@ -93,7 +77,7 @@ async fn command_override_is_rejected() {
         ("with-args", "args", json!(["-c", "/etc/passwd"])),
         ("with-env", "env", json!({"LD_PRELOAD": "/tmp/x.so"})),
     ] {
-        let mut payload = request_payload(run_id, json!(WORKFLOW));
+        let mut payload = request_payload(run_id, json!(PLAIN_WORKFLOW));
         payload[field] = value;
         let reason = rejected(
             &control_plane,
@@ -119,7 +103,7 @@ async fn huge_config_is_rejected() {
 
     // 100 MB of YAML comment after a valid workflow.
     let mut config = String::with_capacity(100 << 20);
-    config.push_str(WORKFLOW);
+    config.push_str(PLAIN_WORKFLOW);
     config.push('#');
     config.push_str(&"x".repeat((100 << 20) - config.len()));
     let frame = request_frame(&request_payload("huge-run", json!(config)));
@@ -235,7 +219,7 @@ async fn unknown_message_type_is_ignored() {
 
     // The session stays up and serves the next request.
     let run_id = control_plane
-        .submit(&submission("typed-runner", WORKFLOW))
+        .submit(&submission("typed-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
     assert_eq!(document["finalState"], "success", "run: {document}");
@@ -258,12 +242,12 @@ while [ ! -e "$OUT/go" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
             .env("OUT", &out),
     );
     control_plane.wait_connected(&runner).await;
-    let mut body = submission("reuse-runner", WORKFLOW);
+    let mut body = submission("reuse-runner", PLAIN_WORKFLOW);
     body["runId"] = json!("reused-id");
     control_plane.submit(&body).await;
     control_plane.wait_state("reused-id", "running").await;
 
-    let frame = request_frame(&request_payload("reused-id", json!(WORKFLOW)));
+    let frame = request_frame(&request_payload("reused-id", json!(PLAIN_WORKFLOW)));
     control_plane.send_frame("reuse-runner", &frame, None).await;
     wait_until(
         "the control plane to log the duplicateRun rejection",

@@ -12,24 +12,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{BIN, RunnerConfig, TestEnv, rejection_reason, submission, wait_until};
-
-const WORKFLOW: &str = "
-source:
-  type: mysql
-  serviceName: local_mysql
-  serviceConnection:
-    config:
-      type: Mysql
-      username: openmetadata_user
-      hostPort: mysql.internal:3306
-  sourceConfig:
-    config:
-      type: DatabaseMetadata
-sink:
-  type: metadata-rest
-  config: {}
-";
+use common::{
+    BIN, PLAIN_WORKFLOW, RunnerConfig, TestEnv, rejection_reason, submission, wait_until,
+};
 
 /// URL written into runner.yaml for CLI commands that never connect.
 const UNUSED_URL: &str = "ws://127.0.0.1:9/agent/v1/connect";
@@ -196,7 +181,7 @@ async fn failing_gate_rejects_then_recovers() {
     assert_eq!(view["failingPrechecks"][0]["gate"], true, "view: {view}");
 
     let run_id = control_plane
-        .submit(&submission("gated-runner", WORKFLOW))
+        .submit(&submission("gated-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
     let reason = rejection_reason(&document, "precheckFailed");
@@ -210,7 +195,7 @@ async fn failing_gate_rejects_then_recovers() {
     );
 
     // The check gates metadata runs only.
-    let mut profiler = submission("gated-runner", WORKFLOW);
+    let mut profiler = submission("gated-runner", PLAIN_WORKFLOW);
     profiler["pipelineType"] = "profiler".into();
     let profiler_id = control_plane.submit(&profiler).await;
     let document = control_plane.wait_final(&profiler_id).await;
@@ -226,7 +211,7 @@ async fn failing_gate_rejects_then_recovers() {
     })
     .await;
     let run_id = control_plane
-        .submit(&submission("gated-runner", WORKFLOW))
+        .submit(&submission("gated-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
     assert_eq!(document["finalState"], "success", "run: {document}");

@@ -10,31 +10,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use common::{
-    RunnerConfig, TestEnv, process_gone, read_case, rejection_reason, states, submission,
-    wait_until,
+    PLAIN_WORKFLOW, RunnerConfig, TestEnv, process_gone, read_case, rejection_reason, states,
+    submission, wait_until,
 };
 
 const MYSQL_PASSWORD: &str = "Mysql-Pa55!word";
 const BOT_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.bot-jwt-for-tests.c2lnbmF0dXJl";
 const AWS_SECRET: &str = "aws-secret-from-the-runner-env-4Kx9";
-
-/// A workflow without secret references, for runs whose config does not matter.
-const PLAIN_WORKFLOW: &str = "
-source:
-  type: mysql
-  serviceName: local_mysql
-  serviceConnection:
-    config:
-      type: Mysql
-      username: openmetadata_user
-      hostPort: mysql.internal:3306
-  sourceConfig:
-    config:
-      type: DatabaseMetadata
-sink:
-  type: metadata-rest
-  config: {}
-";
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path)

@@ -9,25 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use common::{
-    ControlPlane, RunnerConfig, Signal, TestEnv, process_gone, states, submission, wait_until,
+    ControlPlane, PLAIN_WORKFLOW, RunnerConfig, Signal, TestEnv, process_gone, states, submission,
+    wait_until,
 };
-
-const WORKFLOW: &str = "
-source:
-  type: mysql
-  serviceName: local_mysql
-  serviceConnection:
-    config:
-      type: Mysql
-      username: openmetadata_user
-      hostPort: mysql.internal:3306
-  sourceConfig:
-    config:
-      type: DatabaseMetadata
-sink:
-  type: metadata-rest
-  config: {}
-";
 
 /// A workflow that ignores SIGTERM, leaves a grandchild that ignores it too,
 /// records the grandchild's pid and its run directory, and waits.
@@ -56,7 +40,7 @@ fn hooks_folder(env: &TestEnv) -> PathBuf {
 
 /// Submits a run with id `run_id` whose `$RUN` is its id.
 async fn submit(control_plane: &ControlPlane, agent_id: &str, run_id: &str) {
-    let mut body = submission(agent_id, WORKFLOW);
+    let mut body = submission(agent_id, PLAIN_WORKFLOW);
     body["runId"] = json!(run_id);
     control_plane.submit(&body).await;
 }

@@ -16,24 +16,9 @@ use hybrid_runner::protocol::{Envelope, RunRequest};
 use hybrid_runner::signing::RequestSigner;
 use serde_json::{Value, json};
 
-use common::{ControlPlane, Runner, RunnerConfig, TestEnv, rejection_reason, submission};
-
-const WORKFLOW: &str = "
-source:
-  type: mysql
-  serviceName: local_mysql
-  serviceConnection:
-    config:
-      type: Mysql
-      username: openmetadata_user
-      hostPort: mysql.internal:3306
-  sourceConfig:
-    config:
-      type: DatabaseMetadata
-sink:
-  type: metadata-rest
-  config: {}
-";
+use common::{
+    ControlPlane, PLAIN_WORKFLOW, Runner, RunnerConfig, TestEnv, rejection_reason, submission,
+};
 
 /// Writes the PKCS#8 PEM private key of `seed` and returns its path.
 fn write_private_key(env: &TestEnv, name: &str, seed: u8) -> PathBuf {
@@ -95,7 +80,7 @@ fn request_envelope(run_id: &str, signer: Option<&RequestSigner>) -> Envelope {
         run_id: run_id.to_string(),
         pipeline_fqn: "test_service.test_pipeline".into(),
         pipeline_type: "metadata".into(),
-        config: Value::String(WORKFLOW.into()),
+        config: Value::String(PLAIN_WORKFLOW.into()),
         timeout_seconds: None,
         secret_fields: vec![],
     };
@@ -146,7 +131,7 @@ async fn signed_request_runs() {
     .await;
 
     let run_id = control_plane
-        .submit(&submission("signed-runner", WORKFLOW))
+        .submit(&submission("signed-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
 
@@ -169,7 +154,7 @@ async fn unsigned_request_is_rejected() {
     .await;
 
     let run_id = control_plane
-        .submit(&submission("strict-runner", WORKFLOW))
+        .submit(&submission("strict-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
 
@@ -224,7 +209,7 @@ async fn wrong_key_is_rejected() {
     .await;
 
     let run_id = control_plane
-        .submit(&submission("keyed-runner", WORKFLOW))
+        .submit(&submission("keyed-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
 
@@ -276,7 +261,7 @@ async fn jwks_checks_kid() {
     assert_nothing_started(&out, &runner);
 
     let run_id = control_plane
-        .submit(&submission("jwks-runner", WORKFLOW))
+        .submit(&submission("jwks-runner", PLAIN_WORKFLOW))
         .await;
     let document = control_plane.wait_final(&run_id).await;
     assert_eq!(document["finalState"], "success", "run: {document}");

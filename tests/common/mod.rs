@@ -1013,6 +1013,25 @@ impl Drop for Runner {
     }
 }
 
+/// A MySQL metadata workflow without secret references, for runs whose
+/// config does not matter.
+pub const PLAIN_WORKFLOW: &str = "
+source:
+  type: mysql
+  serviceName: local_mysql
+  serviceConnection:
+    config:
+      type: Mysql
+      username: openmetadata_user
+      hostPort: mysql.internal:3306
+  sourceConfig:
+    config:
+      type: DatabaseMetadata
+sink:
+  type: metadata-rest
+  config: {}
+";
+
 /// Returns a run submission of pipeline type `metadata` for `agent_id`.
 pub fn submission(agent_id: &str, config: &str) -> Value {
     json!({
