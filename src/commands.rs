@@ -114,7 +114,7 @@ pub fn run(path: &Path) -> ExitCode {
     };
     let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
     crate::logging::init(&config.log.level, config.log.json, Arc::clone(&redactor));
-    install_panic_hook(Arc::clone(&redactor));
+    crate::logging::install_panic_hook(Arc::clone(&redactor));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -626,14 +626,6 @@ pub fn demo_connector(config: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Routes panic messages through the redactor before they reach stderr.
-fn install_panic_hook(redactor: Arc<Redactor>) {
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info.to_string();
-        eprintln!("{}", redactor.redact(&message));
-    }));
 }
 
 /// `hybrid-runner precheck list`: prints every pre-check of runner.yaml and

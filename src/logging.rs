@@ -74,3 +74,12 @@ pub fn init(level: &str, json: bool, redactor: Arc<Redactor>) {
     // A second init (tests, quickstart) keeps the first subscriber.
     let _ = result;
 }
+
+/// Routes panic messages through the redactor before they reach stderr, in
+/// place of the default hook, which prints them as they are.
+pub fn install_panic_hook(redactor: Arc<Redactor>) {
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.to_string();
+        eprintln!("{}", redactor.redact(&message));
+    }));
+}
