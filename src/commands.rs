@@ -306,6 +306,7 @@ pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
     };
     let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
     crate::logging::init("warn", false, Arc::clone(&redactor));
+    crate::logging::install_panic_hook(Arc::clone(&redactor));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -715,6 +716,7 @@ pub fn precheck_run(args: PrecheckRunArgs) -> ExitCode {
     }
     let redactor = Arc::new(Redactor::new(config.secrets.min_redact_length));
     crate::logging::init("warn", false, Arc::clone(&redactor));
+    crate::logging::install_panic_hook(Arc::clone(&redactor));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
