@@ -1,6 +1,6 @@
 //! Panic messages reach stderr only through the redactor. The test runs
-//! itself again as a child process that installs the runner's panic hook and
-//! panics with a registered secret in the message; the parent reads the
+//! itself again as a child process, which installs the runner's panic hook
+//! and panics with a registered secret in the message. The parent reads the
 //! child's output.
 
 use std::process::Command;

@@ -235,7 +235,7 @@ pub struct SecretsConfig {
     pub default_provider: String,
     /// True when the stores came from `secrets.provider`, not `providers`.
     pub single_store: bool,
-    /// Where every resolution attempt is recorded.
+    /// Audit log of every resolution attempt.
     pub audit: crate::secrets::audit::AuditSettings,
     /// Only references under one of these prefixes are resolved.
     pub allowed_prefixes: Vec<String>,
@@ -1041,8 +1041,8 @@ fn read_stores(
     Some((providers, routes, default))
 }
 
-/// Reads `secrets.audit`; the log is always on, in the state folder unless
-/// `path` says otherwise.
+/// Reads `secrets.audit`. The log is always on, in the state folder unless
+/// `path` names another file.
 fn read_audit(
     mut section: Section,
     state_dir: &Path,

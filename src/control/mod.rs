@@ -380,7 +380,7 @@ impl Session {
         tracing::warn!(error = %self.redactor.redact(&error), "ignoring an invalid message from the control plane");
         // Only the type and run id are read, and serde_json skips the other
         // fields without checking their escapes, so a request whose config
-        // holds an unpaired surrogate still gets its rejection.
+        // contains an unpaired surrogate still gets its rejection.
         let Ok(head) = serde_json::from_str::<FrameHead>(text) else {
             return;
         };
@@ -406,7 +406,7 @@ impl Session {
     }
 }
 
-/// The fields of a frame needed to answer a run request that failed to decode.
+/// Fields of a frame needed to reject a run request that failed to decode.
 #[derive(serde::Deserialize)]
 struct FrameHead {
     #[serde(rename = "type")]

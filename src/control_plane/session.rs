@@ -358,7 +358,7 @@ impl Session {
                     self.resent_unanswered = true;
                     let count = store.resend_unanswered(&self.agent_id, self.started);
                     if count > 0 {
-                        tracing::info!(agent_id = %self.agent_id, runs = count, "sent again the run requests the runner has not answered");
+                        tracing::info!(agent_id = %self.agent_id, runs = count, "resent the run requests the runner has not responded to");
                     }
                 }
                 None

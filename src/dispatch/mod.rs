@@ -369,7 +369,7 @@ impl Dispatcher {
     }
 
     /// Returns true when `request` equals the request of the active run with
-    /// its id: the control plane sent it again because it missed the answer.
+    /// its id: the control plane sent it again because it missed the response.
     fn is_resend(&self, request: &RunRequest) -> bool {
         self.lock_runs()
             .get(&request.run_id)
@@ -385,9 +385,10 @@ impl Dispatcher {
                 format!("run {run_id} is already active on this runner"),
             ));
         }
-        // A control plane sends a request again when it missed the answer,
+        // A control plane sends a request again when it missed the response,
         // for example after this runner restarted. The final outcome still
-        // waiting in the outbox is that answer; the run must not start twice.
+        // waiting in the outbox is that response, so the run must not start
+        // twice.
         if self.outbox.has_final(run_id) {
             return Err(Rejection::new(
                 RejectCode::DuplicateRun,

@@ -63,7 +63,7 @@ pub enum Source {
 /// in-flight requests.
 type Key = (String, String, Option<String>);
 
-/// Where a reference is read: the store, the store-side name and the version.
+/// Location of a reference: the store, the store-side name and the version.
 #[derive(Debug, Clone)]
 pub struct Mapped {
     pub provider: NamedProvider,
@@ -151,9 +151,9 @@ impl Resolver {
     }
 
     /// Maps a reference to its store, store-side name and version, as
-    /// `resolve` does: the route picks the store, then the mapper, when one is
-    /// set and returns a name, may pick the name, the version and another
-    /// store; else the store's default mapping applies.
+    /// `resolve` does. The route picks the store. A mapper, when set, may then
+    /// pick the name, the version and another store; when it returns nothing,
+    /// the store's default mapping applies.
     pub async fn mapped(&self, reference: &SecretRef) -> Result<Mapped, SecretError> {
         let routed = self.inner.providers.route(reference);
         let mapper = self
