@@ -59,6 +59,14 @@ pub struct SecretsGetArgs {
     /// With --reveal, print the value even when standard output is not a terminal.
     #[arg(long, requires = "reveal")]
     pub force: bool,
+    /// Check the reference as a run of this service would, filling in
+    /// {service} in secrets.allowed_prefixes.
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Check the reference as a run of this pipeline type would, filling in
+    /// {pipelineType} in secrets.allowed_prefixes.
+    #[arg(long, value_name = "TYPE")]
+    pub pipeline_type: Option<String>,
 }
 
 /// Arguments of `hybrid-runner audit tail`.
@@ -151,7 +159,7 @@ pub fn check(path: &Path) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     println!(
-        "{} is valid: agent {}, pipeline types {}, secrets from the {} provider, allowed prefixes {}",
+        "{} is valid: agent {}, pipeline types {}, secrets from {}, allowed prefixes {}",
         path.display(),
         config.agent_id,
         config
@@ -191,6 +199,13 @@ fn check_environment(config: &Config) -> (Vec<String>, Vec<String>) {
     }
     if let Some(ca_file) = &config.control_plane.ca_file
         && let Err(error) = crate::tls::read_certificates(ca_file)
+    {
+        errors.push(error.to_string());
+    }
+    // Loading runs each script's top-level code, so syntax errors, runtime
+    // errors and pre-checks naming a missing function show here as in `run`.
+    if config.hooks.is_some()
+        && let Err(error) = crate::agent::load_hooks(config, crate::agent::HookServices::default())
     {
         errors.push(error.to_string());
     }
@@ -334,16 +349,27 @@ pub fn secrets_get(args: SecretsGetArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        print_lookup(&resolver, &reference, args.reveal).await
+        let scope = crate::secrets::Scope {
+            service: args.service.clone(),
+            pipeline_type: args.pipeline_type.clone(),
+            ..crate::secrets::Scope::default()
+        };
+        print_lookup(&resolver, &reference, &scope, args.reveal).await
     })
 }
 
 async fn print_lookup(
     resolver: &crate::secrets::Resolver,
     reference: &crate::secrets::SecretRef,
+    scope: &crate::secrets::Scope,
     reveal: bool,
 ) -> ExitCode {
     println!("reference: {reference}");
+    // A denied reference is never looked up, so nothing about a store is shown.
+    if let Err(error) = resolver.authorize(reference, scope).await {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     match resolver.mapped(reference).await {
         Ok(mapped) => {
             println!("provider:  {}", mapped.provider.label());
@@ -358,7 +384,11 @@ async fn print_lookup(
             return ExitCode::FAILURE;
         }
     }
-    match resolver.resolve(reference).await {
+    match resolver
+        .resolve_in(reference, scope)
+        .await
+        .map(|(value, _)| value)
+    {
         Ok(value) if reveal => {
             println!("value:     {}", value.expose());
             ExitCode::SUCCESS

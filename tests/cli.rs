@@ -226,3 +226,86 @@ fn secrets_get_masks_and_guards_reveal() {
     assert_eq!(outside.status.code(), Some(1));
     assert!(text(&outside.stderr).contains("outside the allowed prefixes"));
 }
+
+#[test]
+fn secrets_get_takes_the_service_of_scoped_prefixes() {
+    let env = TestEnv::new();
+    let config = env.write_runner_config(
+        "ws://127.0.0.1:8585/agent/v1/connect",
+        None,
+        &RunnerConfig::new("scoped-lookup")
+            .secret(
+                "/collate/hybrid-ingestion/pg_sales/password",
+                "sales-Pa55word",
+            )
+            .section(
+                "secrets",
+                serde_json::json!({
+                    "allowed_prefixes": ["/collate/hybrid-ingestion/{service}/"],
+                    "provider": { "type": "file", "path": "secrets.yaml" },
+                }),
+            ),
+    );
+    let config = config.to_string_lossy().to_string();
+    let reference = "secret:/collate/hybrid-ingestion/pg_sales/password";
+
+    let without = hybrid_runner(&["secrets", "get", reference, "-c", &config]);
+    let stdout = text(&without.stdout);
+    let stderr = text(&without.stderr);
+    assert_eq!(without.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("no service outside a run; hybrid-runner secrets get takes --service"),
+        "stderr: {stderr}"
+    );
+    // A denied reference is not looked up, so no store or name is shown.
+    assert!(!stdout.contains("provider:"), "stdout: {stdout}");
+
+    let own = hybrid_runner(&[
+        "secrets",
+        "get",
+        reference,
+        "-c",
+        &config,
+        "--service",
+        "pg_sales",
+    ]);
+    assert_eq!(own.status.code(), Some(0), "stderr: {}", text(&own.stderr));
+    assert!(text(&own.stdout).contains("provider:  file"));
+
+    let other = hybrid_runner(&[
+        "secrets",
+        "get",
+        reference,
+        "-c",
+        &config,
+        "--service",
+        "pg_finance",
+    ]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(
+        text(&other.stderr).contains("(/collate/hybrid-ingestion/pg_finance/)"),
+        "stderr: {}",
+        text(&other.stderr)
+    );
+}
+
+#[test]
+fn check_loads_hook_scripts() {
+    let env = TestEnv::new();
+    let hooks = env.folder("broken-hooks");
+    std::fs::write(hooks.join("hooks.lua"), "function pre_run(run\n").expect("write hook");
+    let config = env.write_runner_config(
+        "ws://127.0.0.1:8585/agent/v1/connect",
+        None,
+        &RunnerConfig::new("broken-hooks-runner")
+            .pipeline("metadata", "exit 0")
+            .hooks(&hooks),
+    );
+
+    let output = check(&config);
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(EXIT_USAGE), "stderr: {stderr}");
+    assert!(stderr.contains("cannot load the hooks"), "stderr: {stderr}");
+    assert!(stderr.contains("hooks.lua:"), "stderr: {stderr}");
+}

@@ -93,8 +93,10 @@ impl Schedule {
                 return Err(error(format!("found {count} fields; {FORMS}")));
             }
         };
-        let schedule = cron::Schedule::from_str(&expression)
-            .map_err(|parse_error| error(format!("{parse_error}; {FORMS}")))?;
+        let schedule = cron::Schedule::from_str(&expression).map_err(|parse_error| {
+            let reason = cron_reason(&parse_error.to_string(), &expression);
+            error(format!("{reason}; {FORMS}"))
+        })?;
         Ok(Schedule {
             text: trimmed.to_string(),
             kind: Kind::Cron(Box::new(schedule)),
@@ -173,6 +175,23 @@ fn crontab_day_of_week(field: &str) -> String {
     }
     flush(&mut digits, &mut out, after_slash);
     out
+}
+
+/// Returns the cron parser's reason on one line. Its message also repeats the
+/// expression with a caret under the error, which does not fit a one-line
+/// config problem.
+fn cron_reason(message: &str, expression: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && *line != expression.trim())
+        .filter(|line| !line.chars().all(|c| c == '^' || c.is_whitespace()))
+        .collect();
+    if lines.is_empty() {
+        "the cron parser rejected it".to_string()
+    } else {
+        lines.join("; ")
+    }
 }
 
 #[cfg(test)]

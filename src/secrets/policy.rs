@@ -111,7 +111,9 @@ fn missing(prefix: &str, scope: &Scope) -> String {
     if prefix.contains("{service}") && scope.service.as_deref().and_then(path_segment).is_none() {
         names.push(match &scope.service {
             Some(service) => format!("service {service:?} cannot be a path segment"),
-            None => "no service".to_string(),
+            None => {
+                "no service outside a run; hybrid-runner secrets get takes --service".to_string()
+            }
         });
     }
     if prefix.contains("{pipelineType}")
@@ -121,7 +123,10 @@ fn missing(prefix: &str, scope: &Scope) -> String {
             .and_then(path_segment)
             .is_none()
     {
-        names.push("no pipeline type".to_string());
+        names.push(
+            "no pipeline type outside a run; hybrid-runner secrets get takes --pipeline-type"
+                .to_string(),
+        );
     }
     names.join(", ")
 }
@@ -314,7 +319,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(
-            denied.to_string().contains("(not filled in: no service)"),
+            denied.to_string().contains("(not filled in: no service outside a run; hybrid-runner secrets get takes --service)"),
             "{denied}"
         );
     }
