@@ -220,17 +220,28 @@ fn check_environment(config: &Config) -> (Vec<String>, Vec<String>) {
             ));
         }
     }
+    // One warning per missing program: the default pipeline types all run
+    // `metadata`.
+    let mut missing: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
     for (pipeline, command) in &config.pipelines {
-        if program_exists(&command.program) {
-            continue;
+        if !program_exists(&command.program) {
+            missing.entry(&command.program).or_default().push(pipeline);
         }
-        let problem = if command.program.contains('/') {
-            format!("program {:?} does not exist", command.program)
+    }
+    for (program, pipelines) in missing {
+        let problem = if program.contains('/') {
+            format!("program {program:?} does not exist")
         } else {
-            format!("program {:?} is not on PATH", command.program)
+            format!("program {program:?} is not on PATH")
         };
+        let keys: Vec<String> = pipelines
+            .iter()
+            .map(|pipeline| format!("pipelines.{pipeline}"))
+            .collect();
         warnings.push(format!(
-            "pipelines.{pipeline}: {problem}; runs of this type will fail until it is installed (set pipelines.{pipeline}: false if this runner does not run them)"
+            "{}: {problem}; runs of these types fail until it is installed (set a type to false if this runner does not run it)",
+            keys.join(", ")
         ));
     }
     (errors, warnings)

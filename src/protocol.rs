@@ -246,6 +246,30 @@ pub enum RejectCode {
     PrecheckFailed,
 }
 
+impl RejectCode {
+    /// Returns the name used on the wire, such as `secretError`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::AtCapacity => "atCapacity",
+            RejectCode::UnknownPipelineType => "unknownPipelineType",
+            RejectCode::InvalidRequest => "invalidRequest",
+            RejectCode::InvalidSignature => "invalidSignature",
+            RejectCode::InvalidConfig => "invalidConfig",
+            RejectCode::SecretError => "secretError",
+            RejectCode::Draining => "draining",
+            RejectCode::DuplicateRun => "duplicateRun",
+            RejectCode::HookRejected => "hookRejected",
+            RejectCode::PrecheckFailed => "precheckFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The runner did not take the run; this is the run's final outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -266,6 +290,19 @@ pub enum PipelineState {
     Failed,
     PartialSuccess,
     Stopped,
+}
+
+impl std::fmt::Display for PipelineState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PipelineState::Queued => "queued",
+            PipelineState::Running => "running",
+            PipelineState::Success => "success",
+            PipelineState::Failed => "failed",
+            PipelineState::PartialSuccess => "partialSuccess",
+            PipelineState::Stopped => "stopped",
+        })
+    }
 }
 
 impl PipelineState {
@@ -491,6 +528,36 @@ impl RunnerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names_match_the_wire() {
+        let codes = [
+            RejectCode::AtCapacity,
+            RejectCode::UnknownPipelineType,
+            RejectCode::InvalidRequest,
+            RejectCode::InvalidSignature,
+            RejectCode::InvalidConfig,
+            RejectCode::SecretError,
+            RejectCode::Draining,
+            RejectCode::DuplicateRun,
+            RejectCode::HookRejected,
+            RejectCode::PrecheckFailed,
+        ];
+        for code in codes {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.to_string());
+        }
+        let states = [
+            PipelineState::Queued,
+            PipelineState::Running,
+            PipelineState::Success,
+            PipelineState::Failed,
+            PipelineState::PartialSuccess,
+            PipelineState::Stopped,
+        ];
+        for state in states {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+        }
+    }
 
     #[test]
     fn run_request_round_trip() {

@@ -576,7 +576,7 @@ impl Store {
             tracing::warn!(
                 agent_id,
                 run_id = %rejected.run_id,
-                code = ?rejected.code,
+                code = %rejected.code,
                 reason = %rejected.reason,
                 "ignored run.rejected for a run the runner already accepted"
             );
@@ -593,7 +593,7 @@ impl Store {
         tracing::info!(
             agent_id,
             run_id = %rejected.run_id,
-            code = ?rejected.code,
+            code = %rejected.code,
             reason = %rejected.reason,
             "runner rejected run"
         );
@@ -630,10 +630,10 @@ impl Store {
             return None;
         }
         if record.is_final() {
-            tracing::warn!(agent_id, %run_id, ?state, "run reported a second final status; kept the first");
+            tracing::warn!(agent_id, %run_id, %state, "run reported a second final status; kept the first");
             return None;
         }
-        tracing::info!(agent_id, %run_id, ?state, exit_code = ?status.exit_code, "run finished");
+        tracing::info!(agent_id, %run_id, %state, exit_code = status.exit_code.map_or_else(|| "none".to_string(), |code| code.to_string()), "run finished");
         record.final_status = Some(status);
         record.finished.send_replace(true);
         Some(ControlPlaneEvent::RunFinal {

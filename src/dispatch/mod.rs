@@ -295,7 +295,7 @@ impl Dispatcher {
             Ok(prepared) => prepared,
             Err(rejection) => {
                 let reason = self.redactor.redact(&rejection.reason).into_owned();
-                tracing::warn!(code = ?rejection.code, reason = %reason, "run rejected");
+                tracing::warn!(code = %rejection.code, reason = %reason, "run rejected");
                 self.outbox.push(&RunRejected {
                     run_id,
                     code: rejection.code,
@@ -640,7 +640,7 @@ impl Dispatcher {
         // plane can submit the next run as soon as this one ends.
         self.lock_runs().remove(&request.run_id);
         self.status_changed.notify_one();
-        tracing::info!(state = ?state, reason = reason.as_deref().unwrap_or(""), "run finished");
+        tracing::info!(state = %state, reason = reason.as_deref().unwrap_or(""), "run finished");
         self.push_status(
             &request,
             state,
