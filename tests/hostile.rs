@@ -252,7 +252,7 @@ while [ ! -e "$OUT/go" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
     wait_until(
         "the control plane to log the duplicateRun rejection",
         common::RUN_DEADLINE,
-        async || control_plane.log().contains("DuplicateRun").then_some(()),
+        async || control_plane.log().contains("duplicateRun").then_some(()),
     )
     .await;
     let log = control_plane.log();
