@@ -9,9 +9,9 @@
 //! BASE64URL(canonical payload)`, where the canonical payload is
 //! [`canonical_json`] of the envelope's `payload`.
 //!
-//! The runner holds a [`RequestVerifier`] built from an Ed25519 public key or a
-//! JWKS file; the reference control plane holds a [`RequestSigner`] built from
-//! the matching PKCS#8 private key.
+//! The runner checks requests with a [`RequestVerifier`], built from an
+//! Ed25519 public key or a JWKS file. The reference control plane signs them
+//! with a [`RequestSigner`], built from the matching PKCS#8 private key.
 
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,8 @@
-//! Scheduled pre-checks through the real runner and CLI: real-time
-//! scheduling, skipped overlaps, gating of runs, results at the reference
-//! control plane, reloads of Lua-registered checks, the example checks in
-//! `scripts/examples`, load errors for invalid schedules, and the quickstart's
-//! passing and failing checks.
+//! Scheduled pre-checks through the real runner and CLI. The tests cover
+//! real-time scheduling, skipped overlaps, gating of runs and results at the
+//! reference control plane. They also cover reloads of Lua-registered checks,
+//! the example checks in `scripts/examples`, load errors for invalid
+//! schedules, and the quickstart's passing and failing checks.
 
 mod common;
 

@@ -250,7 +250,7 @@ const SECTION_KEYS: &[&str] = &[
     "heartbeat_interval",
 ];
 
-/// A YAML value built from config-like keys and arbitrary scalars.
+/// Generates YAML values from config-like keys and arbitrary scalars.
 fn config_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),

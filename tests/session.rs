@@ -226,7 +226,7 @@ async fn rotated_token_is_read_again() {
     runner.wait_log("attempt=2 ").await;
     assert!(control_plane.runner_view("rotating-runner").await.is_none());
 
-    // The same process connects once the file holds the current token.
+    // The same process connects once the file contains the current token.
     std::fs::write(&token_file, format!("{}\n", env.token)).expect("rotate token");
     control_plane.wait_connected(&runner).await;
 

@@ -396,7 +396,7 @@ impl Config {
         if value.is_null() {
             return Err(ConfigError::Syntax {
                 path: source.to_path_buf(),
-                message: "the file holds no settings, only comments or null; required keys: agent_id, control_plane, secrets".into(),
+                message: "the file contains no settings, only comments or null; required keys: agent_id, control_plane, secrets".into(),
             });
         }
         let mut issues = Issues::default();

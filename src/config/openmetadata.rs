@@ -4,7 +4,7 @@
 use super::reader::{Issues, Section};
 use super::{TokenSource, check_http_url};
 
-/// Where workflows send metadata and statuses.
+/// OpenMetadata server that workflows send metadata and statuses to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenMetadataConfig {
     /// OpenMetadata API base URL, such as `https://metadata.example.com/api`.

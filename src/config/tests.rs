@@ -193,7 +193,10 @@ fn comment_only_file_is_an_error() {
         &|_| None,
     )
     .unwrap_err();
-    assert!(error.to_string().contains("holds no settings"), "{error}");
+    assert!(
+        error.to_string().contains("contains no settings"),
+        "{error}"
+    );
 }
 
 const TWO_STORES: &str = "

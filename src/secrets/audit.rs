@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::policy::Scope;
 use super::{SecretError, SecretRef};
 
-/// Longest time a line waits for its flush with [`Fsync::Interval`].
+/// Maximum time a line waits for its flush with [`Fsync::Interval`].
 pub const FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// When the log is flushed to disk.
