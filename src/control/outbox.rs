@@ -194,7 +194,15 @@ impl Outbox {
     /// Returns true when a final `run.status` or a `run.rejected` of `run_id`
     /// is waiting for its acknowledgement.
     pub fn has_final(&self, run_id: &str) -> bool {
-        self.lock().pending.iter().any(|entry| {
+        // Log chunks and pre-check results make up most of a full outbox and
+        // are never final, and a frame without the id cannot be about the
+        // run, so only the few frames left are decoded.
+        let state = self.lock();
+        let mut candidates = state
+            .pending
+            .iter()
+            .filter(|entry| !entry.droppable && entry.frame.contains(run_id));
+        candidates.any(|entry| {
             let Ok(envelope) = Envelope::decode(&entry.frame) else {
                 return false;
             };
@@ -278,6 +286,39 @@ mod tests {
         let seqs: Vec<u64> = outbox.after(0).iter().map(|entry| entry.seq).collect();
         assert_eq!(seqs, vec![2, 3]);
         assert_eq!(outbox.after(2).len(), 1);
+    }
+
+    #[test]
+    fn has_final_matches_final_messages() {
+        use crate::protocol::{PipelineState, PipelineStatus, RunRejected, RunStatus};
+        let status = |run_id: &str, state: PipelineState| RunStatus {
+            run_id: run_id.into(),
+            pipeline_fqn: "svc.pipe".into(),
+            pipeline_status: PipelineStatus {
+                run_id: run_id.into(),
+                pipeline_state: state,
+                start_date: None,
+                timestamp: 0,
+                end_date: None,
+            },
+            reason: None,
+            exit_code: None,
+        };
+        let outbox = Outbox::new(Arc::new(Redactor::default()));
+        outbox.push(&status("run-1", PipelineState::Running));
+        outbox.push(&status("run-10", PipelineState::Success));
+        outbox.push(&RunRejected {
+            run_id: "run-2".into(),
+            code: crate::protocol::RejectCode::AtCapacity,
+            reason: "full".into(),
+        });
+        assert!(!outbox.has_final("run-1"), "running is not final");
+        assert!(outbox.has_final("run-10"));
+        assert!(outbox.has_final("run-2"));
+        outbox.push(&status("run-1", PipelineState::Failed));
+        assert!(outbox.has_final("run-1"));
+        outbox.ack(4);
+        assert!(!outbox.has_final("run-1"), "acknowledged messages are gone");
     }
 
     #[test]
