@@ -177,8 +177,10 @@ function runner.http.request(request) end
 runner.secrets = {}
 
 ---Resolves a `secret:/...` reference through the runner's access policy,
----providers and redactor. Raises an error that names the reference when the
----lookup is denied or fails.
+---providers, audit log and redactor. Inside `pre_run`, `post_run` and
+---`map_secret` the lookup is made for the run, so prefixes scoped to its
+---service apply. Raises an error that names the reference when the lookup
+---is denied or fails.
 ---@param reference string
 ---@return string value
 function runner.secrets.get(reference) end

@@ -189,9 +189,9 @@ pub(crate) fn load_hooks(
 }
 
 /// Returns the lookup behind `runner.secrets.get`: the resolver of runs, with
-/// its policy, providers and redactor.
+/// its policy, providers, audit log and redactor.
 pub(crate) fn secret_lookup(resolver: Arc<crate::secrets::Resolver>) -> crate::hooks::SecretLookup {
-    crate::hooks::SecretLookup(Arc::new(move |text: String| {
+    crate::hooks::SecretLookup(Arc::new(move |text: String, scope| {
         let resolver = Arc::clone(&resolver);
         Box::pin(async move {
             if !crate::secrets::SecretRef::is_reference(&text) {
@@ -203,9 +203,9 @@ pub(crate) fn secret_lookup(resolver: Arc<crate::secrets::Resolver>) -> crate::h
             let reference =
                 crate::secrets::SecretRef::parse(&text).map_err(|error| error.to_string())?;
             resolver
-                .resolve(&reference)
+                .resolve_in(&reference, &scope)
                 .await
-                .map(|value| value.expose().to_string())
+                .map(|(value, _)| value.expose().to_string())
                 .map_err(|error| error.to_string())
         })
     }))

@@ -108,7 +108,13 @@ async fn assert_no_values(
 /// Starts a runner with the file provider and prefixes scoped to the run's
 /// service.
 fn scoped_runner(env: &TestEnv, control_plane: &ControlPlane) -> Runner {
-    let config = RunnerConfig::new("scoped")
+    env.start_runner(control_plane, scoped_config())
+}
+
+/// Returns the config of a runner with the file provider and prefixes scoped
+/// to the run's service.
+fn scoped_config() -> RunnerConfig {
+    RunnerConfig::new("scoped")
         .pipeline("metadata", RAN)
         .secret(
             "/collate/hybrid-ingestion/pg_sales/password",
@@ -124,8 +130,7 @@ fn scoped_runner(env: &TestEnv, control_plane: &ControlPlane) -> Runner {
                 "allowed_prefixes": [SCOPED_PREFIX],
                 "provider": { "type": "file", "path": "secrets.yaml" },
             }),
-        );
-    env.start_runner(control_plane, config)
+        )
 }
 
 #[tokio::test]
@@ -240,6 +245,89 @@ async fn cross_service_reads_are_denied_and_audited() {
         "run: {document}"
     );
     assert!(control_plane.logs(&run_id).await.is_empty());
+    assert_no_values(
+        &env,
+        &control_plane,
+        &runner,
+        &[SALES_PASSWORD, FINANCE_PASSWORD],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hook_secrets_use_run_scope() {
+    let env = TestEnv::new();
+    let control_plane = env.control_plane().await;
+    let hooks = env.folder("scoped-hooks");
+    std::fs::write(
+        hooks.join("hooks.lua"),
+        r#"
+local function outcome(reference)
+  local ok, result = pcall(runner.secrets.get, reference)
+  if ok then
+    return "read " .. #result .. " bytes"
+  end
+  return (tostring(result):match("[^\n]*"))
+end
+
+function pre_run(run)
+  local service = run.config.source.serviceName
+  return { reject = "own: " .. outcome("secret:/collate/hybrid-ingestion/" .. service .. "/password")
+    .. " | other: " .. outcome("secret:/collate/hybrid-ingestion/pg_finance/password") }
+end
+"#,
+    )
+    .expect("write hook");
+    let runner = env.start_runner(&control_plane, scoped_config().hooks(&hooks));
+    control_plane.wait_connected(&runner).await;
+
+    let (run_id, document) = run(
+        &control_plane,
+        &runner,
+        "pg_sales.metadata_ingest",
+        &workflow(
+            "pg_sales",
+            "secret:/collate/hybrid-ingestion/pg_sales/password",
+        ),
+    )
+    .await;
+
+    let reason = rejection_reason(&document, "hookRejected");
+    assert_eq!(
+        reason,
+        format!(
+            "rejected by the pre_run hook: own: read {} bytes | other: runtime error: scoped-hooks/hooks.lua:3: runner.secrets.get: secret:/collate/hybrid-ingestion/pg_finance/password is outside the allowed prefixes (/collate/hybrid-ingestion/pg_sales/); store it under one of them or add its prefix to secrets.allowed_prefixes",
+            SALES_PASSWORD.len()
+        )
+    );
+    assert_eq!(
+        run_entries(&runner, &run_id),
+        vec![
+            json!({
+                "runId": run_id,
+                "service": "pg_sales",
+                "pipelineFqn": "pg_sales.metadata_ingest",
+                "reference": "secret:/collate/hybrid-ingestion/pg_sales/password",
+                "provider": "file",
+                "name": "/collate/hybrid-ingestion/pg_sales/password",
+                "version": null,
+                "outcome": "resolved",
+                "cached": false,
+            }),
+            json!({
+                "runId": run_id,
+                "service": "pg_sales",
+                "pipelineFqn": "pg_sales.metadata_ingest",
+                "reference": "secret:/collate/hybrid-ingestion/pg_finance/password",
+                "provider": null,
+                "name": null,
+                "version": null,
+                "outcome": "denied",
+                "cached": false,
+                "error": "secret:/collate/hybrid-ingestion/pg_finance/password is outside the allowed prefixes (/collate/hybrid-ingestion/pg_sales/); store it under one of them or add its prefix to secrets.allowed_prefixes",
+            }),
+        ]
+    );
     assert_no_values(
         &env,
         &control_plane,

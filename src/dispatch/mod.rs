@@ -91,6 +91,8 @@ struct PreparedRun {
     timeout: Duration,
     /// Extra environment variables from the pre_run hook.
     hook_env: BTreeMap<String, String>,
+    /// The identity the run's secrets were read with, also for `post_run`.
+    scope: Scope,
     active: Arc<ActiveRun>,
 }
 
@@ -100,6 +102,7 @@ struct Checked {
     command: crate::config::CommandTemplate,
     timeout: Duration,
     hook_env: BTreeMap<String, String>,
+    scope: Scope,
 }
 
 impl Dispatcher {
@@ -333,6 +336,7 @@ impl Dispatcher {
                 command: checked.command,
                 timeout: checked.timeout,
                 hook_env: checked.hook_env,
+                scope: checked.scope,
                 active,
             }),
             Err(rejection) => {
@@ -347,10 +351,7 @@ impl Dispatcher {
     /// with. When an allowed prefix depends on the run, `source.serviceName`
     /// and the first part of the pipeline FQN must name the same service.
     fn scope(&self, request: &RunRequest, workflow: &Workflow) -> Result<Scope, Rejection> {
-        let service_name = workflow
-            .value()
-            .pointer("/source/serviceName")
-            .and_then(serde_json::Value::as_str);
+        let service_name = service_name(workflow);
         let service = match run_service(service_name, Some(&request.pipeline_fqn)) {
             Ok(service) => service,
             Err(reason) if self.resolver.policy().uses_placeholders() => {
@@ -360,12 +361,7 @@ impl Dispatcher {
             // Without scoped prefixes the service only labels audit lines.
             Err(_) => service_name.map(str::to_string),
         };
-        Ok(Scope {
-            run_id: Some(request.run_id.clone()),
-            service,
-            pipeline_fqn: Some(request.pipeline_fqn.clone()),
-            pipeline_type: Some(request.pipeline_type.clone()),
-        })
+        Ok(request_scope(request, service))
     }
 
     /// Returns true when `request` equals the request of the active run with
@@ -435,7 +431,13 @@ impl Dispatcher {
                 format!("invalid workflow config: {error}"),
             )
         })?;
-        let (workflow, hook_env) = self.pre_run(request, workflow).await?;
+        // The hook reads secrets as the run would. When the two names of the
+        // service disagree, the hook gets no service, and the run is rejected
+        // below unless the config the hook returns makes them agree.
+        let service = run_service(service_name(&workflow), Some(&request.pipeline_fqn));
+        let hook_scope = request_scope(request, service.unwrap_or(None));
+        let (workflow, hook_env) =
+            crate::hooks::for_run(hook_scope, self.pre_run(request, workflow)).await?;
         let plan = workflow
             .plan_secrets(&request.secret_fields)
             .map_err(|error| match error {
@@ -456,22 +458,24 @@ impl Dispatcher {
                     Rejection::new(RejectCode::SecretError, format!("{}: {error}", field.path))
                 })?;
         }
-        let values = self
-            .resolver
-            .resolve_all(&plan.distinct(), &scope)
-            .await
-            .map_err(|error| {
-                let fields: Vec<&str> = plan
-                    .references
-                    .iter()
-                    .filter(|field| field.reference.to_string() == error.reference())
-                    .map(|field| field.path.as_str())
-                    .collect();
-                Rejection::new(
-                    RejectCode::SecretError,
-                    format!("{}: {error}", fields.join(", ")),
-                )
-            })?;
+        // A map_secret hook called while resolving reads for this run too.
+        let values = crate::hooks::for_run(
+            scope.clone(),
+            self.resolver.resolve_all(&plan.distinct(), &scope),
+        )
+        .await
+        .map_err(|error| {
+            let fields: Vec<&str> = plan
+                .references
+                .iter()
+                .filter(|field| field.reference.to_string() == error.reference())
+                .map(|field| field.path.as_str())
+                .collect();
+            Rejection::new(
+                RejectCode::SecretError,
+                format!("{}: {error}", fields.join(", ")),
+            )
+        })?;
         let mut resolved = workflow.resolved(&plan, &|reference| values.get(reference).cloned());
         self.point_at_openmetadata(request, &mut resolved)?;
 
@@ -484,6 +488,7 @@ impl Dispatcher {
             command: command.clone(),
             timeout,
             hook_env,
+            scope,
         })
     }
 
@@ -521,6 +526,7 @@ impl Dispatcher {
             command,
             timeout,
             hook_env,
+            scope,
             active,
         } = prepared;
         let accepted_at = crate::now_millis();
@@ -657,7 +663,7 @@ impl Dispatcher {
             duration_ms: (crate::now_millis() - accepted_at).max(0) as u64,
             last_lines: &tail,
         };
-        self.post_run(&request, result).await;
+        crate::hooks::for_run(scope, self.post_run(&request, result)).await;
     }
 
     fn push_status(
@@ -846,4 +852,22 @@ fn flush(outbox: &Outbox, run_id: &str, chunk: &mut Vec<LogLine>) {
         run_id: run_id.to_string(),
         lines: std::mem::take(chunk),
     });
+}
+
+/// Returns `source.serviceName` of a workflow config.
+fn service_name(workflow: &Workflow) -> Option<&str> {
+    workflow
+        .value()
+        .pointer("/source/serviceName")
+        .and_then(serde_json::Value::as_str)
+}
+
+/// Returns the identity of a run that ingests `service`.
+fn request_scope(request: &RunRequest, service: Option<String>) -> Scope {
+    Scope {
+        run_id: Some(request.run_id.clone()),
+        service,
+        pipeline_fqn: Some(request.pipeline_fqn.clone()),
+        pipeline_type: Some(request.pipeline_type.clone()),
+    }
 }

@@ -160,15 +160,36 @@ impl HookRedactor {
 }
 
 /// Resolves a `secret:` reference for `runner.secrets.get`, through the same
-/// policy, providers and redactor as runs. Errors never contain a value.
+/// policy, providers and redactor as runs, for the run the calling hook
+/// serves (an empty scope outside a run). Errors never contain a value.
 #[derive(Clone)]
-pub struct SecretLookup(
-    pub  std::sync::Arc<
-        dyn Fn(String) -> futures_util::future::BoxFuture<'static, Result<String, String>>
-            + Send
-            + Sync,
-    >,
-);
+pub struct SecretLookup(pub std::sync::Arc<LookupFn>);
+
+/// The function behind [`SecretLookup`]: a reference and the scope of the
+/// calling hook in, the value or an error message out.
+pub type LookupFn = dyn Fn(
+        String,
+        crate::secrets::Scope,
+    ) -> futures_util::future::BoxFuture<'static, Result<String, String>>
+    + Send
+    + Sync;
+
+tokio::task_local! {
+    /// Scope of the run that hook calls in the current task serve.
+    static RUN_SCOPE: crate::secrets::Scope;
+}
+
+/// Runs `call` with hook calls inside it serving the run of `scope`:
+/// `runner.secrets.get` checks references against that run's allowed
+/// prefixes and audits reads under its id and service.
+pub async fn for_run<F: std::future::Future>(scope: crate::secrets::Scope, call: F) -> F::Output {
+    RUN_SCOPE.scope(scope, call).await
+}
+
+/// Returns the scope set by [`for_run`], or an empty one outside a run.
+pub(crate) fn run_scope() -> crate::secrets::Scope {
+    RUN_SCOPE.try_with(Clone::clone).unwrap_or_default()
+}
 
 impl fmt::Debug for SecretLookup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -24,7 +24,7 @@ pub(crate) fn register_secrets(
                     "runner.secrets.get: no secrets provider is configured here",
                 ));
             };
-            (lookup.0)(reference)
+            (lookup.0)(reference, crate::hooks::run_scope())
                 .await
                 .map_err(|error| error_at(&lua, format!("runner.secrets.get: {error}")))
         }
