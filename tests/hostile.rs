@@ -267,3 +267,43 @@ while [ ! -e "$OUT/go" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
     let starts = std::fs::read_to_string(out.join("starts")).expect("starts file");
     assert_eq!(starts.lines().count(), 1, "workflow starts: {starts:?}");
 }
+
+#[tokio::test]
+async fn ended_run_id_is_not_run_again() {
+    let env = TestEnv::new();
+    let control_plane = env.control_plane().await;
+    let (runner, out) = start(&env, &control_plane, "ended-runner").await;
+    let mut body = submission("ended-runner", PLAIN_WORKFLOW);
+    body["runId"] = json!("ended-id");
+    control_plane.submit(&body).await;
+    let document = control_plane.wait_final("ended-id").await;
+    assert_eq!(document["finalState"], "success", "run: {document}");
+
+    // The same request, as a recording of it would be sent again: once to
+    // this runner process and once to the next one.
+    let reason = "run ended-id already ended on this runner; a run id can be used for one run only";
+    let frame = request_frame(&request_payload("ended-id", json!(PLAIN_WORKFLOW)));
+    let mut runner = runner;
+    for restarts in 0..2 {
+        if restarts > 0 {
+            runner.signal(nix::sys::signal::Signal::SIGTERM);
+            assert_eq!(runner.wait_exit().await, Some(0));
+            runner = env.start_runner(
+                &control_plane,
+                RunnerConfig::new("ended-runner")
+                    .pipeline("metadata", r#"echo started >> "$OUT/starts""#)
+                    .env("OUT", &out),
+            );
+            control_plane.wait_connected(&runner).await;
+        }
+        control_plane.send_frame("ended-runner", &frame, None).await;
+        wait_until(
+            "the control plane to log the duplicateRun rejection",
+            common::RUN_DEADLINE,
+            async || (control_plane.log().matches(reason).count() > restarts).then_some(()),
+        )
+        .await;
+    }
+    let starts = std::fs::read_to_string(out.join("starts")).expect("starts file");
+    assert_eq!(starts.lines().count(), 1, "workflow starts: {starts:?}");
+}

@@ -393,6 +393,16 @@ impl Dispatcher {
                 ),
             ));
         }
+        // A run id names one run. A request for a run that already ended,
+        // such as a recorded signed request sent again, is not run twice.
+        if self.registry.has_ended(run_id) {
+            return Err(Rejection::new(
+                RejectCode::DuplicateRun,
+                format!(
+                    "run {run_id} already ended on this runner; a run id can be used for one run only"
+                ),
+            ));
+        }
         let capacity = self.config.runs.capacity;
         if runs.len() >= capacity {
             return Err(Rejection::new(

@@ -7,8 +7,12 @@
 //! a dead runner: its process group is killed, its run directory removed,
 //! and it is reported `failed` unless its final status is already waiting in
 //! the outbox.
+//!
+//! The ids of the last [`ENDED_KEPT`] ended runs stay in the file, so a
+//! request that names a run which already ended, such as a recorded request
+//! sent again, does not start it twice, across restarts too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -36,7 +40,7 @@ pub struct RunRecord {
 ///
 /// Each line is a record of an accepted or started run, or `{"done": id}`.
 /// One `write` per change keeps the cost off the run's critical path; the
-/// file is compacted to the active runs when it grows.
+/// file is compacted to the active runs and the kept ended ids when it grows.
 #[derive(Debug)]
 pub struct Registry {
     path: PathBuf,
@@ -47,7 +51,29 @@ pub struct Registry {
 struct RegistryState {
     file: Option<std::fs::File>,
     active: BTreeMap<String, RunRecord>,
+    ended: EndedRuns,
     written: u64,
+}
+
+/// The ids of the most recently ended runs, oldest first.
+#[derive(Debug, Default)]
+struct EndedRuns {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+impl EndedRuns {
+    fn insert(&mut self, run_id: &str) {
+        if !self.ids.insert(run_id.to_string()) {
+            return;
+        }
+        self.order.push_back(run_id.to_string());
+        if self.order.len() > ENDED_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,12 +86,17 @@ enum Line {
 /// The registry file is compacted when it grows past this size.
 const COMPACT_BYTES: u64 = 1 << 20;
 
+/// Ended run ids kept. At most 128 bytes each, they keep the compacted
+/// file under the compaction size.
+pub const ENDED_KEPT: usize = 4096;
+
 impl Registry {
     /// Opens the registry in the state directory and returns it with the
     /// runs a previous runner process left active.
     pub fn open(state_dir: &Path) -> std::io::Result<(Registry, Vec<RunRecord>)> {
         let path = state_dir.join("active-runs.jsonl");
         let mut leftovers = BTreeMap::new();
+        let mut ended = EndedRuns::default();
         if let Ok(text) = std::fs::read_to_string(&path) {
             for line in text.lines() {
                 match serde_json::from_str::<Line>(line) {
@@ -74,6 +105,7 @@ impl Registry {
                     }
                     Ok(Line::Done { done }) => {
                         leftovers.remove(&done);
+                        ended.insert(&done);
                     }
                     // A line torn by a killed process is the last one.
                     Err(_) => {}
@@ -85,6 +117,7 @@ impl Registry {
             state: Mutex::new(RegistryState {
                 file: None,
                 active: BTreeMap::new(),
+                ended,
                 written: 0,
             }),
         };
@@ -104,6 +137,7 @@ impl Registry {
     pub fn remove(&self, run_id: &str) {
         let mut state = self.lock();
         state.active.remove(run_id);
+        state.ended.insert(run_id);
         self.append(
             &mut state,
             &Line::Done {
@@ -115,6 +149,12 @@ impl Registry {
         {
             tracing::warn!(%error, path = %self.path.display(), "cannot compact the run registry");
         }
+    }
+
+    /// Returns true when run `run_id` ended on this runner, in this process
+    /// or in one of the last [`ENDED_KEPT`] runs before it.
+    pub fn has_ended(&self, run_id: &str) -> bool {
+        self.lock().ended.ids.contains(run_id)
     }
 
     fn append(&self, state: &mut RegistryState, line: &Line) {
@@ -132,9 +172,14 @@ impl Registry {
         }
     }
 
-    /// Replaces the file with the active runs only.
+    /// Replaces the file with the kept ended ids and the active runs.
     fn rewrite(&self, state: &mut RegistryState) -> std::io::Result<()> {
         let mut text = String::new();
+        for done in &state.ended.order {
+            let line = Line::Done { done: done.clone() };
+            text.push_str(&serde_json::to_string(&line).unwrap_or_default());
+            text.push('\n');
+        }
         for record in state.active.values() {
             text.push_str(&serde_json::to_string(&Line::Run(record.clone())).unwrap_or_default());
             text.push('\n');
@@ -246,6 +291,32 @@ mod tests {
         assert_eq!(leftovers.len(), 1);
         assert_eq!(leftovers[0].run_id, "run-1");
         assert_eq!(leftovers[0].pid, Some(42));
+    }
+
+    #[test]
+    fn ended_runs_are_remembered_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _) = Registry::open(dir.path()).unwrap();
+        let total = ENDED_KEPT + 10;
+        for n in 0..total {
+            registry.remove(&format!("run-{n}"));
+        }
+        assert!(registry.has_ended("run-10"));
+        assert!(!registry.has_ended("run-9"));
+        drop(registry);
+
+        // Opening compacts the file to the kept ids. A second open reads them
+        // from the compacted file.
+        for _ in 0..2 {
+            let (registry, leftovers) = Registry::open(dir.path()).unwrap();
+            assert!(leftovers.is_empty());
+            assert!(registry.has_ended(&format!("run-{}", total - 1)));
+            assert!(registry.has_ended("run-10"));
+            assert!(!registry.has_ended("run-9"));
+            assert!(!registry.has_ended("run-never"));
+        }
+        let text = std::fs::read_to_string(dir.path().join("active-runs.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), ENDED_KEPT);
     }
 
     #[test]
