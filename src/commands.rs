@@ -454,6 +454,22 @@ pub fn hooks_check(dir: &Path) -> ExitCode {
             hooks.join(", ")
         }
     );
+    let checks: Vec<String> = engine
+        .scheduled_checks()
+        .iter()
+        .map(|check| {
+            let gate = if check.gate { ", gate" } else { "" };
+            format!("{} ({}{gate})", check.name, check.schedule)
+        })
+        .collect();
+    println!(
+        "scheduled checks: {}",
+        if checks.is_empty() {
+            "none".to_string()
+        } else {
+            checks.join(", ")
+        }
+    );
     println!("content hash: {}", engine.content_hash());
     ExitCode::SUCCESS
 }

@@ -332,6 +332,14 @@ fn hooks_check_and_test_commands() {
     let env = TestEnv::new();
     let hooks = env.folder("cli-hooks");
     write(&hooks, "pre.lua", &pre_run_script("from the cli"));
+    write(
+        &hooks,
+        "checks.lua",
+        r#"
+runner.schedule("disk", "@every 30s", function() return true end)
+runner.schedule("db", "*/5 * * * *", function() return true end, { gate = true })
+"#,
+    );
     let input = env.path("input.json");
     std::fs::write(
         &input,
@@ -354,6 +362,10 @@ fn hooks_check_and_test_commands() {
     assert_eq!(checked.status.code(), Some(0), "stdout: {stdout}");
     assert!(
         stdout.contains("hooks defined: pre_run"),
+        "stdout: {stdout}"
+    );
+    assert!(
+        stdout.contains("scheduled checks: disk (@every 30s), db (*/5 * * * *, gate)"),
         "stdout: {stdout}"
     );
 
