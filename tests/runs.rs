@@ -660,3 +660,52 @@ wait
     env.assert_no_leaks(&control_plane, &[&restarted], &[])
         .await;
 }
+
+#[tokio::test]
+async fn rotated_openmetadata_token_reaches_next_run() {
+    const FIRST_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.first-bot-jwt.c2lnbmF0dXJl";
+    const SECOND_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.second-bot-jwt.c2lnbmF0dXJl";
+    let env = TestEnv::new();
+    let out = env.folder("out");
+    let token_file = env.path("bot.jwt");
+    std::fs::write(&token_file, format!("{FIRST_JWT}\n")).expect("write token");
+    let control_plane = env.control_plane().await;
+    let runner = env.start_runner(
+        &control_plane,
+        RunnerConfig::new("rotating-runner")
+            .pipeline(
+                "metadata",
+                r#"cp "$HYBRID_RUNNER_CONFIG" "$OUT/$HYBRID_RUNNER_RUN_ID.json""#,
+            )
+            .env("OUT", &out)
+            .section(
+                "openmetadata",
+                json!({
+                    "host_port": "http://127.0.0.1:8585/api",
+                    "jwt_token_file": token_file,
+                }),
+            ),
+    );
+    control_plane.wait_connected(&runner).await;
+
+    let mut tokens = Vec::new();
+    for next in [Some(SECOND_JWT), None] {
+        let run_id = control_plane
+            .submit(&submission("rotating-runner", PLAIN_WORKFLOW))
+            .await;
+        let document = control_plane.wait_final(&run_id).await;
+        assert_eq!(document["finalState"], "success", "run: {document}");
+        let config: Value =
+            serde_json::from_str(&read(&out.join(format!("{run_id}.json")))).expect("config JSON");
+        let server = &config["workflowConfig"]["openMetadataServerConfig"];
+        assert_eq!(server["hostPort"], "http://127.0.0.1:8585/api");
+        tokens.push(server["securityConfig"]["jwtToken"].clone());
+        if let Some(next) = next {
+            std::fs::write(&token_file, next).expect("rotate token");
+        }
+    }
+
+    assert_eq!(tokens, vec![json!(FIRST_JWT), json!(SECOND_JWT)]);
+    env.assert_no_leaks(&control_plane, &[&runner], &[FIRST_JWT, SECOND_JWT])
+        .await;
+}
