@@ -446,14 +446,7 @@ pub fn hooks_check(dir: &Path) -> ExitCode {
         files.len(),
         files.join(", ")
     );
-    println!(
-        "hooks defined: {}",
-        if hooks.is_empty() {
-            "none".to_string()
-        } else {
-            hooks.join(", ")
-        }
-    );
+    println!("hooks defined: {}", list_or_none(&hooks));
     let checks: Vec<String> = engine
         .scheduled_checks()
         .iter()
@@ -462,16 +455,18 @@ pub fn hooks_check(dir: &Path) -> ExitCode {
             format!("{} ({}{gate})", check.name, check.schedule)
         })
         .collect();
-    println!(
-        "scheduled checks: {}",
-        if checks.is_empty() {
-            "none".to_string()
-        } else {
-            checks.join(", ")
-        }
-    );
+    println!("scheduled checks: {}", list_or_none(&checks));
     println!("content hash: {}", engine.content_hash());
     ExitCode::SUCCESS
+}
+
+/// Joins `items` with commas, or returns "none" for an empty list.
+fn list_or_none<T: AsRef<str>>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".to_string();
+    }
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    items.join(", ")
 }
 
 /// `hybrid-runner hooks test`: calls one hook and prints its result as JSON.
