@@ -619,3 +619,40 @@ async fn postgres_ingestion_end_to_end() {
     outputs.extend(Output::json("pipeline statuses", &statuses));
     assert_no_secret(&[&password, &wrong_password, &env.token], &outputs);
 }
+
+/// Runs the package's fallback for a failed status update of a test
+/// connection, with the workflow copy the example script reports through.
+/// The request bodies it would send must carry no secret.
+#[test]
+fn test_connection_fallback_sends_no_secret() {
+    let bin = openmetadata_bin();
+    let password = format!("pg-{}", uuid::Uuid::new_v4().simple());
+    let token = format!("jwt-{}", uuid::Uuid::new_v4().simple());
+    let dir = TempDir::new().expect("temporary folder");
+    let workflow = dir.path().join("workflow.yaml");
+    let config = test_connection_workflow(5432, "5d7c6a1e-0c3f-4f0e-9a59-7f6c1b6b2a10")
+        .replace(&format!("secret:{PASSWORD_PATH}"), &password)
+        + &format!("  securityConfig:\n    jwtToken: {token}\n");
+    std::fs::write(&workflow, config).expect("write workflow");
+
+    let output = Command::new(bin.join("python"))
+        .arg(crate_dir().join("tests/fixtures/openmetadata/test_connection_fallback.py"))
+        .arg(crate_dir().join("examples/openmetadata"))
+        .arg(&workflow)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+
+    let sent: Vec<String> = serde_json::from_str(&stdout).expect("a JSON list of bodies");
+    assert_eq!(sent.len(), 1, "bodies: {sent:?}");
+    let body: Value = serde_json::from_str(&sent[0]).expect("a JSON body");
+    assert_eq!(
+        body["request"]["connection"]["config"]["authType"]["password"],
+        "**********"
+    );
+    assert_eq!(body["request"]["connection"]["config"]["username"], ROLE);
+    assert!(!stdout.contains(&password), "bodies: {stdout}");
+    assert!(!stdout.contains(&token), "bodies: {stdout}");
+}

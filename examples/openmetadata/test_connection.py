@@ -28,16 +28,29 @@ from metadata.ingestion.source.connections import (
 )
 
 
+def for_reporting(workflow: Workflow) -> Workflow:
+    """Return a copy of the workflow with every secret masked.
+
+    The package reports step results through this object. After an
+    unexpected error it sends the whole workflow request back to the server
+    with secrets in clear text (the CreateWorkflowRequest fallback in
+    metadata/ingestion/connections/test_connections.py), so only the
+    connection itself gets the resolved values.
+    """
+    return Workflow.model_validate(workflow.model_dump(mode="json", mask_secrets=True))
+
+
 def run(workflow: Workflow, metadata: OpenMetadata):
     """Run the test connection steps and return the result."""
     config = workflow.request.connection.config
+    reporting = for_reporting(workflow)
     owned = create_connection(config)
     if owned is not None:
         with owned:
-            return owned.test_connection(metadata, automation_workflow=workflow)
+            return owned.test_connection(metadata, automation_workflow=reporting)
     # Connectors without a connection class expose a module-level function.
     test_fn = get_test_connection_fn(config)
-    return test_fn(metadata, get_connection(config), config, automation_workflow=workflow)
+    return test_fn(metadata, get_connection(config), config, automation_workflow=reporting)
 
 
 def main(path: str) -> int:
