@@ -351,13 +351,19 @@ impl Dispatcher {
     /// with. When an allowed prefix depends on the run, `source.serviceName`
     /// and the first part of the pipeline FQN must name the same service.
     fn scope(&self, request: &RunRequest, workflow: &Workflow) -> Result<Scope, Rejection> {
+        self.try_scope(request, workflow).map_err(|reason| {
+            tracing::warn!(run_id = %request.run_id, %reason, "run rejected: its service is ambiguous");
+            Rejection::new(RejectCode::InvalidConfig, reason)
+        })
+    }
+
+    /// Returns the scope of [`Self::scope`], or why the run's service is
+    /// ambiguous.
+    fn try_scope(&self, request: &RunRequest, workflow: &Workflow) -> Result<Scope, String> {
         let service_name = service_name(workflow);
         let service = match run_service(service_name, Some(&request.pipeline_fqn)) {
             Ok(service) => service,
-            Err(reason) if self.resolver.policy().uses_placeholders() => {
-                tracing::warn!(run_id = %request.run_id, %reason, "run rejected: its service is ambiguous");
-                return Err(Rejection::new(RejectCode::InvalidConfig, reason));
-            }
+            Err(reason) if self.resolver.policy().uses_placeholders() => return Err(reason),
             // Without scoped prefixes the service only labels audit lines.
             Err(_) => service_name.map(str::to_string),
         };
@@ -444,8 +450,9 @@ impl Dispatcher {
         // The hook reads secrets as the run would. When the two names of the
         // service disagree, the hook gets no service, and the run is rejected
         // below unless the config the hook returns makes them agree.
-        let service = run_service(service_name(&workflow), Some(&request.pipeline_fqn));
-        let hook_scope = request_scope(request, service.unwrap_or(None));
+        let hook_scope = self
+            .try_scope(request, &workflow)
+            .unwrap_or_else(|_| request_scope(request, None));
         let (workflow, hook_env) =
             crate::hooks::for_run(hook_scope, self.pre_run(request, workflow)).await?;
         let plan = workflow
