@@ -11,6 +11,10 @@ pub mod audit;
 pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(all(test, any(feature = "aws", feature = "gcp")))]
+#[allow(dead_code)]
+#[path = "../../tests/common/emulators.rs"]
+mod emulators;
 pub mod fields;
 #[cfg(feature = "gcp")]
 pub mod gcp;
@@ -21,8 +25,6 @@ mod providers;
 mod reference;
 mod resolver;
 pub mod routing;
-#[cfg(all(test, any(feature = "aws", feature = "gcp")))]
-mod test_server;
 
 use std::sync::Arc;
 

@@ -4,6 +4,9 @@
 //! Each test starts its own emulator on a free 127.0.0.1 port, and the process
 //! is killed when its handle drops, also when the test panics. A missing
 //! emulator fails the test with the command that installs it; it never skips.
+//!
+//! The library's unit tests include this file too, so it uses nothing else
+//! from `tests/common`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +14,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{START_DEADLINE, free_port};
+/// Time an emulator gets to respond to its first request.
+const START_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Name of the file in the scratch folder that receives stdout and stderr.
 const LOG_FILE: &str = "emulator.log";
@@ -147,6 +151,12 @@ impl Drop for EmulatorProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Returns a port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
 }
 
 /// Finds the emulator: the environment variable, then `.venv/bin` in the

@@ -6,17 +6,7 @@ use aws_sdk_secretsmanager::error::ErrorMetadata;
 use aws_sdk_secretsmanager::primitives::Blob;
 
 use super::*;
-use crate::secrets::test_server::{Emulator, TestServer};
-
-const MOTO: Emulator = Emulator {
-    program: "moto_server",
-    env_var: "MOTO_SERVER",
-    install: "'moto[server]'",
-    args: &[],
-    host_flag: "-H",
-    port_flag: "-p",
-    ready_path: "/moto-api/",
-};
+use crate::secrets::emulators::{EmulatorProcess, MOTO};
 
 /// Builds an SDK config with static credentials, so no test reaches the
 /// default credential chain or instance metadata.
@@ -33,8 +23,8 @@ fn sdk_config(endpoint_url: &str) -> SdkConfig {
 
 /// Starts moto and returns the provider under test plus a client that
 /// creates the test secrets.
-async fn moto() -> (TestServer, AwsProvider, Client) {
-    let server = TestServer::start(&MOTO).await;
+async fn moto() -> (EmulatorProcess, AwsProvider, Client) {
+    let server = EmulatorProcess::start(&MOTO, &[]).await;
     let config = sdk_config(&server.url());
     let provider = AwsProvider::from_sdk_config(&config);
     let admin = Client::new(&config);

@@ -4,31 +4,21 @@ use base64::Engine as _;
 use google_cloud_secretmanager_v1::model::SecretPayload;
 
 use super::*;
-use crate::secrets::test_server::{Emulator, TestServer};
-
-const DRONGO: Emulator = Emulator {
-    program: "drongo",
-    env_var: "DRONGO",
-    install: "drongo",
-    args: &["server"],
-    host_flag: "--host",
-    port_flag: "--port",
-    ready_path: "/drongo/health",
-};
+use crate::secrets::emulators::{DRONGO, EmulatorProcess};
 
 const PROJECT: &str = "test-project";
 
 /// A running drongo server plus a plain HTTP client that creates secrets
 /// through its REST API.
 struct Drongo {
-    server: TestServer,
+    server: EmulatorProcess,
     http: reqwest::Client,
 }
 
 impl Drongo {
     async fn start() -> Drongo {
         Drongo {
-            server: TestServer::start(&DRONGO).await,
+            server: EmulatorProcess::start(&DRONGO, &[]).await,
             http: reqwest::Client::new(),
         }
     }
