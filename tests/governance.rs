@@ -94,6 +94,29 @@ fn run_entries(runner: &Runner, run_id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Returns the audit entry of a file store read by run `run_id` of pipeline
+/// `pg_sales.metadata_ingest`.
+fn sales_entry(run_id: &str, reference: &str, outcome: &str, cached: bool) -> Value {
+    let name = reference.trim_start_matches("secret:");
+    let mut entry = json!({
+        "runId": run_id,
+        "service": "pg_sales",
+        "pipelineFqn": "pg_sales.metadata_ingest",
+        "reference": reference,
+        "provider": "file",
+        "name": name,
+        "version": null,
+        "outcome": outcome,
+        "cached": cached,
+    });
+    if outcome == "not_found" {
+        entry["error"] = json!(format!(
+            "{reference} was not found in the file store (looked up as {name:?})"
+        ));
+    }
+    entry
+}
+
 /// Asserts that no secret value appears in the audit log, the runner's output
 /// or anything the control plane received.
 async fn assert_no_values(
@@ -152,17 +175,7 @@ async fn service_reads_its_own_secret() {
     assert_eq!(document["finalState"], "success", "run: {document}");
     assert_eq!(
         run_entries(&runner, &run_id),
-        vec![json!({
-            "runId": run_id,
-            "service": "pg_sales",
-            "pipelineFqn": "pg_sales.metadata_ingest",
-            "reference": reference,
-            "provider": "file",
-            "name": "/collate/hybrid-ingestion/pg_sales/password",
-            "version": null,
-            "outcome": "resolved",
-            "cached": false,
-        })]
+        vec![sales_entry(&run_id, reference, "resolved", false)]
     );
     assert_no_values(
         &env,
@@ -303,17 +316,12 @@ end
     assert_eq!(
         run_entries(&runner, &run_id),
         vec![
-            json!({
-                "runId": run_id,
-                "service": "pg_sales",
-                "pipelineFqn": "pg_sales.metadata_ingest",
-                "reference": "secret:/collate/hybrid-ingestion/pg_sales/password",
-                "provider": "file",
-                "name": "/collate/hybrid-ingestion/pg_sales/password",
-                "version": null,
-                "outcome": "resolved",
-                "cached": false,
-            }),
+            sales_entry(
+                &run_id,
+                "secret:/collate/hybrid-ingestion/pg_sales/password",
+                "resolved",
+                false,
+            ),
             json!({
                 "runId": run_id,
                 "service": "pg_sales",
@@ -399,32 +407,12 @@ async fn audit_records_cache_and_not_found() {
         run_ids.push(run_id);
     }
 
-    let entry = |run_id: &str, target: &str, outcome: &str, cached: bool| {
-        let mut entry = json!({
-            "runId": run_id,
-            "service": "pg_sales",
-            "pipelineFqn": "pg_sales.metadata_ingest",
-            "reference": target,
-            "provider": "file",
-            "name": target.trim_start_matches("secret:"),
-            "version": null,
-            "outcome": outcome,
-            "cached": cached,
-        });
-        if outcome == "not_found" {
-            entry["error"] = json!(format!(
-                "{target} was not found in the file store (looked up as {:?})",
-                target.trim_start_matches("secret:")
-            ));
-        }
-        entry
-    };
     assert_eq!(
         audit_entries(&runner),
         vec![
-            entry(&run_ids[0], reference, "resolved", false),
-            entry(&run_ids[1], reference, "resolved", true),
-            entry(&run_ids[2], missing, "not_found", false),
+            sales_entry(&run_ids[0], reference, "resolved", false),
+            sales_entry(&run_ids[1], reference, "resolved", true),
+            sales_entry(&run_ids[2], missing, "not_found", false),
         ]
     );
 

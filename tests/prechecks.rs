@@ -215,9 +215,12 @@ async fn failing_gate_rejects_then_recovers() {
         .await;
     let document = control_plane.wait_final(&run_id).await;
     assert_eq!(document["finalState"], "success", "run: {document}");
-    let kept = results(&control_plane, "gated-runner", "database_reachable").await;
-    assert!(kept.iter().any(|result| result["ok"] == false), "{kept:?}");
-    assert_eq!(kept.last().unwrap()["ok"], true, "{kept:?}");
+    let stored = results(&control_plane, "gated-runner", "database_reachable").await;
+    assert!(
+        stored.iter().any(|result| result["ok"] == false),
+        "{stored:?}"
+    );
+    assert_eq!(stored.last().unwrap()["ok"], true, "{stored:?}");
 }
 
 #[tokio::test]
@@ -358,11 +361,13 @@ fn precheck_list_shows_every_check() {
                 { "name": "disk", "schedule": "@every 10m", "hook": "check_disk" }
             ])),
     );
+
     let (code, stdout, stderr) = cli(&["precheck", "list", "-c", config.to_str().unwrap()]);
     assert_eq!(code, 0, "stderr: {stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "stdout: {stdout}");
     assert!(lines[0].starts_with("NAME"), "stdout: {stdout}");
+
     // Cells start at the columns of the header names.
     let starts: Vec<usize> = ["NAME", "SCHEDULE", "NEXT RUN", "GATE", "SOURCE"]
         .iter()
@@ -376,12 +381,14 @@ fn precheck_list_shows_every_check() {
             })
             .collect()
     };
+
     let database = cells(lines[1]);
     assert_eq!(database[0], "database_reachable", "stdout: {stdout}");
     assert_eq!(database[1], "*/5 * * * *", "stdout: {stdout}");
     assert!(database[2].ends_with(":00 UTC"), "stdout: {stdout}");
     assert_eq!(database[3], "yes", "stdout: {stdout}");
     assert_eq!(database[4], "lua", "stdout: {stdout}");
+
     let disk = cells(lines[2]);
     assert_eq!(disk[0], "disk", "stdout: {stdout}");
     assert_eq!(disk[1], "@every 10m", "stdout: {stdout}");

@@ -1142,11 +1142,11 @@ async fn prechecks_are_stored_per_runner() {
     let view = wait_for_view(addr, "agent-1", |view| view["degraded"] == true).await;
     assert_eq!(view["failingPrechecks"][0]["name"], "database", "{view}");
     assert_eq!(view["failingPrechecks"][0]["since"], 24, "{view}");
-    let kept = view["prechecks"]["database"].as_array().unwrap();
-    assert_eq!(kept.len(), 20, "{view}");
-    assert_eq!(kept[0]["message"], "call 6", "{view}");
-    assert_eq!(kept[19]["message"], "call 25", "{view}");
-    assert_eq!(kept[19]["ok"], false, "{view}");
+    let history = view["prechecks"]["database"].as_array().unwrap();
+    assert_eq!(history.len(), 20, "{view}");
+    assert_eq!(history[0]["message"], "call 6", "{view}");
+    assert_eq!(history[19]["message"], "call 25", "{view}");
+    assert_eq!(history[19]["ok"], false, "{view}");
 
     // A heartbeat without failing checks clears the degraded flag.
     runner.heartbeat(1, false).await;

@@ -282,6 +282,7 @@ impl Prechecks {
         let generation = engine.generation();
         let registered = engine.scheduled_checks();
         let mut checks = self.lock();
+
         let stale: Vec<String> = checks
             .iter()
             .filter(|(_, state)| {
@@ -289,14 +290,15 @@ impl Prechecks {
             })
             .map(|(name, _)| name.clone())
             .collect();
-        let mut kept_history = BTreeMap::new();
+        let mut previous_statuses = BTreeMap::new();
         for name in stale {
             if let Some(state) = checks.remove(&name) {
                 state.stop.cancel();
                 tracing::info!(check = %name, "pre-check of an older hook generation stopped");
-                kept_history.insert(name, state.status);
+                previous_statuses.insert(name, state.status);
             }
         }
+
         let mut added = Vec::new();
         for check in registered {
             if checks.contains_key(&check.name) {
@@ -304,7 +306,7 @@ impl Prechecks {
             }
             let name = check.name.clone();
             let mut state = self.new_state(PrecheckSpec::from_lua(check, generation));
-            if let Some(previous) = kept_history.remove(&name) {
+            if let Some(previous) = previous_statuses.remove(&name) {
                 state.status.history = previous.history;
                 state.status.runs = previous.runs;
                 state.status.skipped = previous.skipped;
@@ -314,7 +316,7 @@ impl Prechecks {
             checks.insert(name.clone(), state);
             added.push(name);
         }
-        if !kept_history.is_empty() {
+        if !previous_statuses.is_empty() {
             self.changed.notify_one();
         }
         added

@@ -691,9 +691,9 @@ mod tests {
                 json!({"runId": "r2", "pipelineState": "success", "startDate": 5}),
             )
             .unwrap();
-        let kept = store.finish_status("shop_pg.ingest", "r2", "failed", Some(5), 9);
+        let final_state = store.finish_status("shop_pg.ingest", "r2", "failed", Some(5), 9);
         assert_eq!(
-            kept.as_deref(),
+            final_state.as_deref(),
             Some("success"),
             "the workflow's final state is kept"
         );
